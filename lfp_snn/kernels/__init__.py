@@ -1,0 +1,43 @@
+"""LIF scans with explicit backends: ``"torch"`` (the reference, any device) and ``"triton"`` (CUDA kernels;
+on the CPU only under ``TRITON_INTERPRET=1``). No silent fallback: a backend that cannot run raises."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .torch_scan import lif_feedback_scan as _torch_feedback
+from .torch_scan import lif_forward_scan as _torch_forward
+
+BACKENDS = ("torch", "triton")
+
+
+def check_backend(backend: str, device=None) -> None:
+    """Raise a clear error when ``backend`` cannot run on ``device`` here."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "triton":
+        from .triton_scan import check_available
+
+        check_available(device)
+
+
+def lif_forward(current: Tensor, beta, threshold, reset: str, reset_delay: bool, mem0=None, steps=None,
+                backend: str = "torch") -> tuple[Tensor, Tensor]:
+    """Dispatch :func:`lfp_snn.kernels.torch_scan.lif_forward_scan` to the chosen backend."""
+    if backend == "torch":
+        return _torch_forward(current, beta, threshold, reset, reset_delay, mem0, steps)
+    check_backend(backend, current.device)
+    from .triton_scan import lif_forward_scan
+
+    return lif_forward_scan(current, beta, threshold, reset, reset_delay, mem0, steps)
+
+
+def lif_feedback(reward: Tensor, current: Tensor, mem: Tensor, beta, threshold, reset: str, reset_delay: bool,
+                 mem0=None, eps: float = 1e-6, backend: str = "torch") -> Tensor:
+    """Dispatch :func:`lfp_snn.kernels.torch_scan.lif_feedback_scan` to the chosen backend."""
+    if backend == "torch":
+        return _torch_feedback(reward, current, mem, beta, threshold, reset, reset_delay, mem0, eps)
+    check_backend(backend, reward.device)
+    from .triton_scan import lif_feedback_scan
+
+    return lif_feedback_scan(reward, current, mem, beta, threshold, reset, reset_delay, mem0, eps)

@@ -1,0 +1,5 @@
+"""Spiking neurons: pure scan functions over [T, B, ...] and thin modules around them."""
+
+from .lif import LIF, LIFParameters, LIFState, check_lif_parameters, lif_scan
+
+__all__ = ["LIF", "LIFParameters", "LIFState", "check_lif_parameters", "lif_scan"]

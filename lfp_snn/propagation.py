@@ -1,0 +1,398 @@
+"""The LFP engine: one forward that keeps what feedback needs, and one reverse pass, for ANNs and SNNs.
+
+Models are ``nn.Sequential`` (nested allowed) of supported layers. A model that contains
+:class:`lfp_snn.neurons.LIF` layers is spiking: its input is time-first [T, B, ...] and it runs layer by
+layer over all steps at once (DESIGN.md section 2):
+
+- a parametric layer runs once over the T·B rows (or, for a constant input, once over B rows);
+- a LIF layer scans its membrane over t; its reverse scan (``lfp_snn.kernels``) yields
+  g_t = R_t / (D_t + ε) for all t, which the parametric layer below turns into
+  F_W = |W| ⊙ (∂I/∂W)ᵀ g (one GEMM) and R_in = X ⊙ (∂I/∂X)ᵀ g (one more GEMM, skipped when nothing below
+  learns);
+- spikes are kept as uint8 between the forward and the feedback.
+
+Rules for parametric layers come from a composite (:mod:`lfp_snn.composites`). With the ε rule the LIF's g
+goes straight to the layer below (the reference rule); other rules see the reward at the input current,
+R^I_t = I_t ⊙ g_t (the current's ε-share of the membrane), and distribute it by their own equations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .composites import Composite, get_composite
+from .kernels import lif_feedback, lif_forward
+from .layers import PARAMETRIC, affine_op
+from .neurons.lif import LIF, check_lif_parameters
+from .rewards import get_reward
+from .rules import Epsilon, Rule, stabilize
+
+
+class Heaviside(nn.Module):
+    """H(x) = 1 if x > 0 else 0, as an activation module (LFP passes the reward through unchanged)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x > 0).to(x.dtype)
+
+
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.ELU, nn.Identity, Heaviside)
+SHAPE_ONLY = (nn.Flatten, nn.Unflatten)
+SUPPORTED = (*PARAMETRIC, LIF, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.Dropout,
+             *SHAPE_ONLY, *ELEMENTWISE)
+
+
+def supported_layers() -> list[str]:
+    return sorted({c.__name__ for c in SUPPORTED})
+
+
+def leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The layers of a (nested) Sequential in order, with the names ``named_modules`` gives them."""
+    if isinstance(model, nn.Sequential):
+        out = []
+        for name, child in model.named_children():
+            out += leaves(child, f"{prefix}{name}.")
+        return out
+    name = prefix[:-1]
+    if not isinstance(model, SUPPORTED):
+        raise TypeError(
+            f"layer {name or '<model>'!r} of type {type(model).__name__} is not supported by LFP; supported "
+            f"layers: {', '.join(supported_layers())} inside nn.Sequential"
+        )
+    return [(name, model)]
+
+
+def is_spiking(model: nn.Module) -> bool:
+    return any(isinstance(m, LIF) for m in model.modules())
+
+
+@dataclass
+class _Act:
+    """The activation flowing between layers. ANN: [B, ...]. SNN: [T·B, ...], or [B, ...] when
+    ``constant`` (the same at every step)."""
+
+    value: Tensor
+    constant: bool = False
+    binary: bool = False  # 0/1 values (spikes, or pooled/flattened spikes): stored as uint8
+
+
+@dataclass
+class _Frame:
+    name: str
+    module: nn.Module
+    saved: dict = field(default_factory=dict)
+
+
+@dataclass
+class Trace:
+    """What the forward pass kept for the feedback pass."""
+
+    frames: list[_Frame]
+    steps: int | None  # T for spiking models, None for ANNs
+    batch: int
+    input_constant: bool
+    output: Tensor  # ANN [B, C]; SNN [T, B, C]
+    output_constant: bool = False  # SNN output identical at every step (no LIF on the way)
+    spike_counts: dict[str, Tensor] = field(default_factory=dict)  # per LIF layer: spikes per neuron, Σ_{t,b}
+    spike_rate: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FeedbackResult:
+    """Feedback per parameter name, plus what the trainer reports."""
+
+    feedback: dict[str, Tensor]
+    output: Tensor
+    reward: Tensor
+    input_reward: Tensor | None
+    spike_counts: dict[str, Tensor]
+    spike_rate: dict[str, float]
+
+
+def _store(a: _Act) -> Tensor:
+    return a.value.to(torch.uint8) if a.binary else a.value
+
+
+def _load(t: Tensor, dtype: torch.dtype) -> Tensor:
+    return t.to(dtype) if t.dtype == torch.uint8 else t
+
+
+def _check_finite(t: Tensor, what: str) -> None:
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{what} contains {bad} NaN or inf value(s)")
+
+
+def _check_input(model_leaves, x: Tensor, spiking: bool, steps: int | None) -> None:
+    first = next((m for _, m in model_leaves if isinstance(m, tuple(PARAMETRIC))), None)
+    sample_dims = {nn.Linear: None, nn.Conv1d: 2, nn.Conv2d: 3}
+    extra = 1 if spiking and steps is None else 0
+    if spiking and steps is None and x.dim() < 3:
+        raise ValueError(
+            f"expected input of shape [T, B, ...] for a spiking model (it contains LIF layers), got "
+            f"{list(x.shape)}; pass steps=T to feed a static [B, ...] input at every step"
+        )
+    if first is not None:
+        nd = sample_dims[type(first)] if type(first) in sample_dims else None
+        if nd is not None and x.dim() != nd + 1 + extra:
+            want = ("[T, B, " if extra else "[B, ") + ", ".join("CLHW"[: nd] if nd == 2 else "CHW") + "]"
+            raise ValueError(f"expected input of shape {want} for {type(first).__name__}, got {list(x.shape)}")
+    if spiking and steps is None and x.shape[0] == 0:
+        raise ValueError("expected at least one time step, got T = 0")
+    if steps is not None and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    _check_finite(x, "the input")
+
+
+def _time_constant(x: Tensor) -> bool:
+    """True for a time-first tensor that is one sample expanded over T (stride 0 on the time axis)."""
+    return x.dim() >= 1 and x.shape[0] > 1 and x.stride(0) == 0
+
+
+@torch.no_grad()
+def forward_trace(model: nn.Module, inputs: Tensor, steps: int | None = None, keep: bool = True) -> Trace:
+    """Run ``model`` layer by layer and keep what the feedback needs (nothing when ``keep=False``).
+
+    Args:
+        inputs: ANN [B, ...]; SNN [T, B, ...], or [B, ...] with ``steps=T`` (constant encoding). A
+            [T, B, ...] tensor made by ``x.expand(T, ...)`` is recognised as constant too.
+    """
+    model_leaves = leaves(model)
+    spiking = any(isinstance(m, LIF) for _, m in model_leaves)
+    if not spiking and steps is not None:
+        raise ValueError("steps= is for spiking models (with LIF layers); this model has none")
+    _check_input(model_leaves, inputs, spiking, steps)
+    T = None
+    if spiking:
+        if steps is not None:
+            T, act = steps, _Act(inputs, constant=True)
+        elif _time_constant(inputs):
+            T, act = inputs.shape[0], _Act(inputs[0], constant=True)
+        else:
+            T, act = inputs.shape[0], _Act(inputs.reshape(-1, *inputs.shape[2:]))
+    else:
+        act = _Act(inputs)
+    batch = act.value.shape[0] if (not spiking or act.constant) else act.value.shape[0] // T
+    input_constant = act.constant
+    frames: list[_Frame] = []
+    counts: dict[str, Tensor] = {}
+    rates: dict[str, float] = {}
+    dt = inputs.dtype if inputs.is_floating_point() else torch.get_default_dtype()
+    for name, m in model_leaves:
+        fr = _Frame(name, m, {"constant": act.constant})
+        x = act.value.to(dt) if act.value.dtype != dt else act.value
+        if isinstance(m, tuple(PARAMETRIC)):
+            op = affine_op(m)
+            z = op.forward(x, m.weight.to(dt), None if m.bias is None else m.bias.to(dt))
+            if keep:
+                fr.saved.update(op=op, x=_store(act), z=z)
+            act = _Act(z, act.constant)
+        elif isinstance(m, LIF):
+            check_lif_parameters(m.parameters_)
+            current = x if act.constant else x.reshape(T, -1, *x.shape[1:])
+            beta, thr = m.beta.to(dt), m.threshold.to(dt)
+            spikes, mem = lif_forward(current, beta, thr, m.reset, m.reset_delay, None,
+                                      T if act.constant else None, m.backend)
+            if keep:
+                fr.saved.update(current=current, beta=beta, thr=thr)
+            c = spikes.sum(dim=(0, 1))
+            counts[name] = c
+            rates[name] = float(c.sum()) / max(spikes.numel(), 1)
+            del mem
+            act = _Act(spikes.reshape(-1, *spikes.shape[2:]), False, True)
+        elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+            fn = F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d
+            y, idx = fn(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)
+            if keep:
+                fr.saved.update(idx=idx, shape=x.shape)
+            act = _Act(y, act.constant, act.binary)
+        elif isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
+            if keep:
+                fr.saved.update(x=_store(act))
+            act = _Act(m(x), act.constant)
+        elif isinstance(m, SHAPE_ONLY):
+            if keep:
+                fr.saved.update(shape=x.shape)
+            act = _Act(m(x), act.constant, act.binary)
+        elif isinstance(m, nn.Dropout):
+            if m.training and m.p > 0:
+                if act.constant:  # a mask per step breaks the constant shortcut: expand to T·B rows
+                    x = x.unsqueeze(0).expand(T, *x.shape).reshape(-1, *x.shape[1:])
+                    act = _Act(x, False, act.binary)
+                    fr.saved["constant"] = False
+                mask = torch.rand_like(x) >= m.p
+                if keep:
+                    fr.saved.update(mask=mask, scale=1.0 / (1.0 - m.p))
+                act = _Act(x * mask / (1.0 - m.p), act.constant)
+        else:  # element-wise activation
+            y = m(x)
+            act = _Act(y, act.constant, isinstance(m, Heaviside) or (act.binary and isinstance(m, nn.ReLU)))
+        frames.append(fr)
+    out = act.value
+    if spiking:
+        out = out.unsqueeze(0).expand(T, *out.shape) if act.constant else out.reshape(T, -1, *out.shape[1:])
+    return Trace(frames, T, batch, input_constant, out, act.constant and spiking, counts, rates)
+
+
+def run(model: nn.Module, inputs: Tensor, steps: int | None = None) -> Tensor:
+    """Inference: the model's output (SNN: output spikes [T, B, C]) with nothing kept for feedback."""
+    return forward_trace(model, inputs, steps, keep=False).output
+
+
+def _wants_input(frames: list[_Frame], i: int) -> bool:
+    return any(any(True for _ in f.module.parameters(recurse=False)) for f in frames[:i])
+
+
+@torch.no_grad()
+def propagate(
+    trace: Trace,
+    reward: Tensor,
+    composite: Composite,
+    eps: float = 1e-6,
+    need_input_reward: bool = False,
+) -> tuple[dict[str, Tensor], Tensor | None]:
+    """The reverse pass: reward at the output -> feedback per parameter (and the reward at the input).
+
+    Between layers the reward is [B, ...] (ANN, or SNN activations that are the same at every step, where
+    the reward is summed over time: every rule is linear in the reward) or [T·B, ...] (time-resolved).
+    """
+    T = trace.steps
+    frames = trace.frames
+    if reward.shape != trace.output.shape:
+        raise ValueError(
+            f"the reward must have the outputs' shape {list(trace.output.shape)}, got {list(reward.shape)}"
+        )
+    _check_finite(reward, "the reward")
+    if T is None:
+        r, r_constant = reward, False
+    elif trace.output_constant:
+        r, r_constant = reward.sum(0), True
+    else:
+        r, r_constant = reward.reshape(-1, *reward.shape[2:]), False
+    normalized = False  # r holds g = R / (D + ε) from the LIF layer just above
+    lif_current = None
+    fb: dict[str, Tensor] = {}
+    for i in range(len(frames) - 1, -1, -1):
+        fr = frames[i]
+        m, s = fr.module, fr.saved
+        if T is not None and s["constant"] and not r_constant and not isinstance(m, LIF):
+            r, r_constant = r.reshape(T, -1, *r.shape[1:]).sum(0), True
+        if isinstance(m, tuple(PARAMETRIC)):
+            need = need_input_reward or _wants_input(frames, i)
+            rule: Rule = composite.rule_for(fr.name, m)
+            x = _load(s["x"], r.dtype)
+            if normalized and isinstance(rule, Epsilon):
+                lf = rule.normalized(s["op"], x, r, need)
+            else:
+                if normalized:  # the current's share of the membrane: R^I = I ⊙ g
+                    r = r * (lif_current if r_constant else lif_current.reshape(-1, *lif_current.shape[2:]))
+                lf = rule(s["op"], x, s["z"], r, need)
+            fb[f"{fr.name}.weight"] = lf.weight
+            if lf.bias is not None:
+                fb[f"{fr.name}.bias"] = lf.bias
+            r, normalized = lf.input_reward, False
+            if r is None:
+                break
+        elif isinstance(m, LIF):
+            current = s["current"]
+            steps = T if s["constant"] else None
+            rt = r.unsqueeze(0).expand(T, *r.shape) if r_constant else r.reshape(T, -1, *r.shape[1:])
+            _, mem = lif_forward(current, s["beta"], s["thr"], m.reset, m.reset_delay, None, steps, m.backend)
+            g = lif_feedback(rt.contiguous(), current, mem, s["beta"], s["thr"], m.reset, m.reset_delay,
+                             None, eps, m.backend)
+            del mem
+            r, r_constant = g.reshape(-1, *g.shape[2:]), False
+            if i > 0 and isinstance(frames[i - 1].module, tuple(PARAMETRIC)):
+                normalized, lif_current = True, current
+            else:  # no parametric layer below: the current's share goes on as an ordinary reward
+                r = (g * current).reshape(-1, *g.shape[2:])
+        else:
+            r = _backward_simple(fr, r, eps)
+    return fb, r
+
+
+def _backward_simple(fr: _Frame, r: Tensor, eps: float) -> Tensor:
+    m, s = fr.module, fr.saved
+    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):  # route to the arg-max (torch's choice on ties)
+        shape, idx = s["shape"], s["idx"]
+        out = r.new_zeros(shape[0], shape[1], idx.new_tensor(shape[2:]).prod().item())
+        return out.scatter_add_(2, idx.flatten(2), r.flatten(2)).reshape(shape)
+    if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):  # a parameter-free ε layer
+        x = _load(s["x"], r.dtype).detach().requires_grad_(True)
+        with torch.enable_grad():
+            z = m(x)
+            (grad,) = torch.autograd.grad(z, x, r / stabilize(z.detach(), eps))
+        return x.detach() * grad
+    if isinstance(m, SHAPE_ONLY):
+        return r.reshape(s["shape"])
+    if isinstance(m, nn.Dropout) and "mask" in s:
+        return r * s["mask"] * s["scale"]
+    return r  # element-wise activations (and dropout in eval mode) pass the reward through
+
+
+def feedback_result(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    reward: Callable | str = "sequence",
+    rule: str | Rule | Composite = "epsilon",
+    *,
+    steps: int | None = None,
+    eps: float = 1e-6,
+    input_reward: bool = False,
+    write_grad: bool = False,
+) -> FeedbackResult:
+    """Forward, reward and reverse pass in one call; see :func:`feedback`."""
+    composite = get_composite(rule, eps)
+    trace = forward_trace(model, inputs, steps)
+    r = get_reward(reward)(trace.output, labels)
+    if not isinstance(r, Tensor):
+        raise TypeError(f"the reward callable must return a tensor, got {type(r).__name__}")
+    fb, rin = propagate(trace, r, composite, eps, need_input_reward=input_reward)
+    if write_grad:
+        write_gradients(model, fb)
+    return FeedbackResult(fb, trace.output, r, rin if input_reward else None, trace.spike_counts,
+                          trace.spike_rate)
+
+
+def feedback(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    reward: Callable | str = "sigmoid",
+    rule: str | Rule | Composite = "epsilon",
+    *,
+    steps: int | None = None,
+    eps: float = 1e-6,
+    write_grad: bool = False,
+) -> dict[str, Tensor]:
+    """LFP feedback for every parameter of ``model``, summed over the batch (and positions and time).
+
+    Args:
+        model: ``nn.Sequential`` of supported layers (see :func:`supported_layers`); with LIF layers it is a
+            spiking network and ``inputs`` are [T, B, ...].
+        labels: [B] class indices.
+        reward: a callable ``(outputs, labels) -> reward`` shaped like the outputs, or a name from
+            :data:`lfp_snn.rewards.REWARDS`.
+        rule: a preset name (``"epsilon"``, ``"zplus-zminus"``, ``"alpha2-beta1"``, ...), a Rule or a Composite.
+        write_grad: also set ``p.grad = -feedback`` so that any ``torch.optim`` optimiser takes the step.
+    Returns:
+        ``{name: feedback}`` keyed like ``model.named_parameters()``.
+    """
+    return feedback_result(model, inputs, labels, reward, rule, steps=steps, eps=eps,
+                           write_grad=write_grad).feedback
+
+
+def write_gradients(model: nn.Module, fb: dict[str, Tensor]) -> None:
+    """Set ``p.grad = -feedback`` (LFP maximises the reward; optimisers minimise)."""
+    for name, p in model.named_parameters():
+        if name in fb:
+            g = -fb[name].to(p.dtype)
+            if p.grad is None:
+                p.grad = g
+            else:
+                p.grad.copy_(g)
