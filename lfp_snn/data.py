@@ -178,7 +178,7 @@ class ArrayDataset:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be an int >= 1")
         n = len(self)
-        order = torch.randperm(n) if shuffle else torch.arange(n)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         stop = n - n % batch_size if drop_last else n
         return self._iter_batches(order, batch_size, stop)
 
