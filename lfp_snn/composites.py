@@ -87,4 +87,6 @@ def get_composite(spec: str | Rule | Composite, eps: float = 1e-6) -> Composite:
     if isinstance(spec, str) and spec in _PRESETS:
         c = _PRESETS[spec](eps)
         return Composite(c.by_type, c.by_name, c.default, spec)
-    raise ValueError(f"unknown rule or composite {spec!r}; expected a Rule, a Composite or one of {presets()}")
+    raise ValueError(
+        f"unknown rule or composite {spec!r}; expected a Rule, a Composite or one of {presets()}"
+    )

@@ -42,8 +42,17 @@ class Heaviside(nn.Module):
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.ELU, nn.Identity, Heaviside)
 SHAPE_ONLY = (nn.Flatten, nn.Unflatten)
-SUPPORTED = (*PARAMETRIC, LIF, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.Dropout,
-             *SHAPE_ONLY, *ELEMENTWISE)
+SUPPORTED = (
+    *PARAMETRIC,
+    LIF,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.Dropout,
+    *SHAPE_ONLY,
+    *ELEMENTWISE,
+)
 
 
 def supported_layers() -> list[str]:
@@ -139,8 +148,10 @@ def _check_input(model_leaves, x: Tensor, spiking: bool, steps: int | None) -> N
     if first is not None:
         nd = sample_dims[type(first)] if type(first) in sample_dims else None
         if nd is not None and x.dim() != nd + 1 + extra:
-            want = ("[T, B, " if extra else "[B, ") + ", ".join("CLHW"[: nd] if nd == 2 else "CHW") + "]"
-            raise ValueError(f"expected input of shape {want} for {type(first).__name__}, got {list(x.shape)}")
+            want = ("[T, B, " if extra else "[B, ") + ", ".join("CLHW"[:nd] if nd == 2 else "CHW") + "]"
+            raise ValueError(
+                f"expected input of shape {want} for {type(first).__name__}, got {list(x.shape)}"
+            )
     if spiking and steps is None and x.shape[0] == 0:
         raise ValueError("expected at least one time step, got T = 0")
     if steps is not None and (not isinstance(steps, int) or steps < 1):
@@ -195,8 +206,9 @@ def forward_trace(model: nn.Module, inputs: Tensor, steps: int | None = None, ke
             check_lif_parameters(m.parameters_)
             current = x if act.constant else x.reshape(T, -1, *x.shape[1:])
             beta, thr = m.beta.to(dt), m.threshold.to(dt)
-            spikes, mem = lif_forward(current, beta, thr, m.reset, m.reset_delay, None,
-                                      T if act.constant else None, m.backend)
+            spikes, mem = lif_forward(
+                current, beta, thr, m.reset, m.reset_delay, None, T if act.constant else None, m.backend
+            )
             if keep:
                 fr.saved.update(current=current, beta=beta, thr=thr)
             c = spikes.sum(dim=(0, 1))
@@ -302,8 +314,18 @@ def propagate(
             steps = T if s["constant"] else None
             rt = r.unsqueeze(0).expand(T, *r.shape) if r_constant else r.reshape(T, -1, *r.shape[1:])
             _, mem = lif_forward(current, s["beta"], s["thr"], m.reset, m.reset_delay, None, steps, m.backend)
-            g = lif_feedback(rt.contiguous(), current, mem, s["beta"], s["thr"], m.reset, m.reset_delay,
-                             None, eps, m.backend)
+            g = lif_feedback(
+                rt.contiguous(),
+                current,
+                mem,
+                s["beta"],
+                s["thr"],
+                m.reset,
+                m.reset_delay,
+                None,
+                eps,
+                m.backend,
+            )
             del mem
             r, r_constant = g.reshape(-1, *g.shape[2:]), False
             if i > 0 and isinstance(frames[i - 1].module, tuple(PARAMETRIC)):
@@ -355,8 +377,9 @@ def feedback_result(
     fb, rin = propagate(trace, r, composite, eps, need_input_reward=input_reward)
     if write_grad:
         write_gradients(model, fb)
-    return FeedbackResult(fb, trace.output, r, rin if input_reward else None, trace.spike_counts,
-                          trace.spike_rate)
+    return FeedbackResult(
+        fb, trace.output, r, rin if input_reward else None, trace.spike_counts, trace.spike_rate
+    )
 
 
 def feedback(
@@ -383,8 +406,9 @@ def feedback(
     Returns:
         ``{name: feedback}`` keyed like ``model.named_parameters()``.
     """
-    return feedback_result(model, inputs, labels, reward, rule, steps=steps, eps=eps,
-                           write_grad=write_grad).feedback
+    return feedback_result(
+        model, inputs, labels, reward, rule, steps=steps, eps=eps, write_grad=write_grad
+    ).feedback
 
 
 def write_gradients(model: nn.Module, fb: dict[str, Tensor]) -> None:

@@ -14,7 +14,10 @@ from torch import Tensor
 
 def check_labels(labels: Tensor, batch: int, classes: int) -> None:
     """Raise ValueError unless ``labels`` are ``batch`` integer class indices in [0, classes)."""
-    if labels.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) or labels.dtype == torch.bool:
+    if (
+        labels.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+        or labels.dtype == torch.bool
+    ):
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
     if labels.shape != (batch,):
         raise ValueError(f"expected labels of shape [{batch}], got {list(labels.shape)}")

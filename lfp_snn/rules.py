@@ -134,8 +134,12 @@ class AlphaBeta(Rule):
         gp = reward / stabilize(zp, self.eps)
         gn = reward / stabilize(zn, self.eps)
         # passes (input part, weight part, normaliser, coefficient); |W⁻| = -W⁻
-        passes = ((xp, wp, gp, self.alpha), (xn, wn, gp, self.alpha), (xp, wn, gn, -self.beta),
-                  (xn, wp, gn, -self.beta))
+        passes = (
+            (xp, wp, gp, self.alpha),
+            (xn, wn, gp, self.alpha),
+            (xp, wn, gn, -self.beta),
+            (xn, wp, gn, -self.beta),
+        )
         fw = torch.zeros_like(w)
         rin = torch.zeros_like(xd) if need_input else None
         for xk, wk, gk, ck in passes:

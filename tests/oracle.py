@@ -40,7 +40,9 @@ def build(case, dtype=torch.float64):
         if base == "linear":
             m = nn.Linear(spec["in"], spec["out"])
         elif base == "conv2d":
-            m = nn.Conv2d(spec["in"], spec["out"], spec["kernel_size"], spec.get("stride", 1), spec.get("padding", 0))
+            m = nn.Conv2d(
+                spec["in"], spec["out"], spec["kernel_size"], spec.get("stride", 1), spec.get("padding", 0)
+            )
         elif base == "relu":
             m = nn.ReLU()
         elif base == "maxpool2d":

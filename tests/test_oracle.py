@@ -5,14 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-import lfp_snn
 from oracle import build, load
 
+import lfp_snn
+
 CASES = {
-    "mlp_eps": "epsilon", "mlp_eps_signed": "epsilon", "mlp_zpzm": "zplus-zminus", "mlp_ab21": "alpha2-beta1",
-    "mlp_ab21_signed": "alpha2-beta1", "conv_eps": "epsilon", "conv_zpzm": "zplus-zminus",
-    "conv_ab21": "alpha2-beta1", "snn_mlp_T5": "epsilon", "snn_mlp_T25": "epsilon", "snn_conv_T5": "epsilon",
+    "mlp_eps": "epsilon",
+    "mlp_eps_signed": "epsilon",
+    "mlp_zpzm": "zplus-zminus",
+    "mlp_ab21": "alpha2-beta1",
+    "mlp_ab21_signed": "alpha2-beta1",
+    "conv_eps": "epsilon",
+    "conv_zpzm": "zplus-zminus",
+    "conv_ab21": "alpha2-beta1",
+    "snn_mlp_T5": "epsilon",
+    "snn_mlp_T25": "epsilon",
+    "snn_conv_T5": "epsilon",
 }
 TOL = {torch.float64: 1e-9, torch.float32: 1e-5}
 
@@ -22,8 +30,9 @@ def _run(case, dtype, rule, **kw):
     x = torch.from_numpy(case.x).to(dtype)
     y = torch.from_numpy(case.labels)
     if case.meta["kind"] == "snn":
-        res = lfp_snn.feedback_result(model, x, y, "sequence", rule, steps=case.meta["n_steps"],
-                                      input_reward=True, **kw)
+        res = lfp_snn.feedback_result(
+            model, x, y, "sequence", rule, steps=case.meta["n_steps"], input_reward=True, **kw
+        )
     else:
         res = lfp_snn.feedback_result(model, x, y, "sigmoid", rule, input_reward=True, **kw)
     return model, names, res

@@ -21,8 +21,16 @@ def check_backend(backend: str, device=None) -> None:
         check_available(device)
 
 
-def lif_forward(current: Tensor, beta, threshold, reset: str, reset_delay: bool, mem0=None, steps=None,
-                backend: str = "torch") -> tuple[Tensor, Tensor]:
+def lif_forward(
+    current: Tensor,
+    beta,
+    threshold,
+    reset: str,
+    reset_delay: bool,
+    mem0=None,
+    steps=None,
+    backend: str = "torch",
+) -> tuple[Tensor, Tensor]:
     """Dispatch :func:`lfp_snn.kernels.torch_scan.lif_forward_scan` to the chosen backend."""
     if backend == "torch":
         return _torch_forward(current, beta, threshold, reset, reset_delay, mem0, steps)
@@ -32,8 +40,18 @@ def lif_forward(current: Tensor, beta, threshold, reset: str, reset_delay: bool,
     return lif_forward_scan(current, beta, threshold, reset, reset_delay, mem0, steps)
 
 
-def lif_feedback(reward: Tensor, current: Tensor, mem: Tensor, beta, threshold, reset: str, reset_delay: bool,
-                 mem0=None, eps: float = 1e-6, backend: str = "torch") -> Tensor:
+def lif_feedback(
+    reward: Tensor,
+    current: Tensor,
+    mem: Tensor,
+    beta,
+    threshold,
+    reset: str,
+    reset_delay: bool,
+    mem0=None,
+    eps: float = 1e-6,
+    backend: str = "torch",
+) -> Tensor:
     """Dispatch :func:`lfp_snn.kernels.torch_scan.lif_feedback_scan` to the chosen backend."""
     if backend == "torch":
         return _torch_feedback(reward, current, mem, beta, threshold, reset, reset_delay, mem0, eps)
