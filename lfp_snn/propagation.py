@@ -165,8 +165,18 @@ def _time_constant(x: Tensor) -> bool:
 
 
 @torch.no_grad()
-def forward_trace(model: nn.Module, inputs: Tensor, steps: int | None = None, keep: bool = True) -> Trace:
+def forward_trace(
+    model: nn.Module,
+    inputs: Tensor,
+    steps: int | None = None,
+    keep: bool = True,
+    input_noise: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Trace:
     """Run ``model`` layer by layer and keep what the feedback needs (nothing when ``keep=False``).
+
+    ``input_noise`` > 0 adds Gaussian noise N(0, σ²) to the input of every parametric layer (the paper's
+    trick that lets Heaviside networks learn); a constant input gets the same noise at every step.
 
     Args:
         inputs: ANN [B, ...]; SNN [T, B, ...], or [B, ...] with ``steps=T`` (constant encoding). A
@@ -197,6 +207,11 @@ def forward_trace(model: nn.Module, inputs: Tensor, steps: int | None = None, ke
         fr = _Frame(name, m, {"constant": act.constant})
         x = act.value.to(dt) if act.value.dtype != dt else act.value
         if isinstance(m, tuple(PARAMETRIC)):
+            if input_noise > 0:
+                x = x + input_noise * torch.randn(
+                    x.shape, generator=generator, dtype=x.dtype, device=x.device
+                )
+                act = _Act(x, act.constant)
             op = affine_op(m)
             z = op.forward(x, m.weight.to(dt), None if m.bias is None else m.bias.to(dt))
             if keep:
@@ -367,10 +382,13 @@ def feedback_result(
     eps: float = 1e-6,
     input_reward: bool = False,
     write_grad: bool = False,
+    input_noise: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> FeedbackResult:
-    """Forward, reward and reverse pass in one call; see :func:`feedback`."""
+    """Forward, reward and reverse pass in one call; see :func:`feedback`. Also returns the outputs, the
+    reward, the reward at the input (with ``input_reward=True``) and spike counts per LIF layer."""
     composite = get_composite(rule, eps)
-    trace = forward_trace(model, inputs, steps)
+    trace = forward_trace(model, inputs, steps, input_noise=input_noise, generator=generator)
     r = get_reward(reward)(trace.output, labels)
     if not isinstance(r, Tensor):
         raise TypeError(f"the reward callable must return a tensor, got {type(r).__name__}")

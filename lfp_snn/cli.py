@@ -1,0 +1,243 @@
+"""The ``lfp-snn`` command: ``train`` here; other subcommands register from their own modules."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+
+import torch
+
+from .data import load_dataset
+from .models import ARCHS, ModelConfig, is_spiking_arch
+from .training import METHODS, TrainConfig, Trainer
+
+# modules that add subcommands: each has ``add_commands(subparsers)``
+COMMAND_MODULES: list[str] = []
+
+DATA_HELP = (
+    "digits (embedded default, scikit-learn's 8x8 digits) | mnist[:FOLDER] | fashion-mnist[:FOLDER] | "
+    "idx:FOLDER (any MNIST-format IDX folder)"
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` -> a device; ``cuda`` without a GPU is an error that says so."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "error: --device cuda was asked for, but torch sees no CUDA GPU here "
+            f"(torch {torch.__version__}, cuda build: {torch.version.cuda}); use --device cpu or auto"
+        )
+    if name not in ("cpu", "cuda"):
+        raise SystemExit(f"error: --device must be cpu, cuda or auto, got {name!r}")
+    return torch.device(name)
+
+
+def parse_method(method: str, rule: str | None) -> tuple[str, str]:
+    """``lfp-<rule>`` -> ("lfp", rule); other names pass through."""
+    if method.startswith("lfp-"):
+        return "lfp", method[4:]
+    return method, rule or "epsilon"
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data and model")
+    g.add_argument("--data", default="digits", help=f"data set: {DATA_HELP} (default: digits)")
+    g.add_argument(
+        "--download", action="store_true", help="download MNIST if it is not on disk (needs a network)"
+    )
+    g.add_argument("--subset", type=int, default=None, help="train on a stratified subset of N samples")
+    g.add_argument(
+        "--test-subset", type=int, default=None, help="evaluate on a stratified subset of N samples"
+    )
+    g.add_argument(
+        "--arch",
+        default="spiking-small",
+        choices=ARCHS,
+        help="spiking-small (default, fast), spiking-mlp (paper: 1000-1000), spiking-lenet, mlp, lenet",
+    )
+    g.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer widths of the MLPs")
+    g.add_argument(
+        "--activation", default="relu", help="ANN activation: relu, heaviside, tanh, sigmoid, silu, elu"
+    )
+    g.add_argument("--weight-scale", type=float, default=1.0, help="multiply the initial weights (default 1)")
+    g = p.add_argument_group("neurons and encoding (spiking models)")
+    g.add_argument("--beta", type=float, default=0.9, help="membrane decay β in (0, 1] (default 0.9)")
+    g.add_argument("--threshold", type=float, default=1.0, help="firing threshold θ > 0 (default 1)")
+    g.add_argument("--reset", default="subtract", choices=("subtract", "zero"), help="reset mechanism")
+    g.add_argument(
+        "--reset-delay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reset one step after the spike, as the reference does (default: on)",
+    )
+    g.add_argument("-T", "--steps", type=int, default=10, help="time steps per sample (default 10)")
+    g.add_argument(
+        "--encoder",
+        default="constant",
+        choices=("constant", "rate", "latency"),
+        help="static input -> spikes over time (default: constant, the paper's)",
+    )
+    g = p.add_argument_group("training")
+    g.add_argument(
+        "--method",
+        default="lfp-epsilon",
+        help="lfp-epsilon (default), lfp-zplus-zminus, lfp-<composite>, gradient (ANN backprop), or a "
+        f"baseline; registered: {sorted(METHODS)}",
+    )
+    g.add_argument("--rule", default=None, help="LFP rule/composite when --method lfp")
+    g.add_argument(
+        "--reward",
+        default="auto",
+        help="auto (sequence for SNNs, sigmoid for ANNs), sigmoid, softmax, "
+        "correct-class, sequence, sequence-scaled, spike-count-softmax",
+    )
+    g.add_argument(
+        "--optimizer", default="adam", choices=("adam", "sgd"), help="torch optimiser (default adam)"
+    )
+    g.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 3e-3)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    g.add_argument("--schedule", default="none", choices=("none", "onecycle"), help="learning-rate schedule")
+    g.add_argument(
+        "--clip",
+        default="none",
+        choices=("none", "norm", "agc"),
+        help="update clipping: global norm, or adaptive (AGC, Brock et al. 2021)",
+    )
+    g.add_argument("--clip-value", type=float, default=1.0, help="max norm (norm) or ratio λ (agc)")
+    g.add_argument(
+        "--input-noise", type=float, default=0.0, help="std of Gaussian noise on layer inputs while training"
+    )
+    g.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    g.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    g.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling and encoders")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=None, help="output folder: metrics, config.json, model.pt")
+    g.add_argument("--metrics-format", default="jsonl", choices=("jsonl", "csv"))
+    g.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    g.add_argument("--backend", default="torch", choices=("torch", "triton"), help="LIF scan kernels")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def configs_from_args(a: argparse.Namespace, train) -> tuple[ModelConfig, TrainConfig]:
+    method, rule = parse_method(a.method, a.rule)
+    model_cfg = ModelConfig(
+        arch=a.arch,
+        input_shape=tuple(train.x.shape[1:]),
+        classes=train.classes,
+        hidden=tuple(a.hidden) if a.hidden else None,
+        beta=a.beta,
+        threshold=a.threshold,
+        reset=a.reset,
+        reset_delay=a.reset_delay,
+        activation=a.activation,
+        backend=a.backend,
+        weight_scale=a.weight_scale,
+    )
+    train_cfg = TrainConfig(
+        method=method,
+        rule=rule,
+        reward=a.reward,
+        optimizer=a.optimizer,
+        lr=a.lr,
+        momentum=a.momentum,
+        schedule=a.schedule,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        steps=a.steps,
+        encoder=a.encoder,
+        clip=a.clip,
+        clip_value=a.clip_value,
+        input_noise=a.input_noise,
+        progress=not a.no_progress,
+        metrics_format=a.metrics_format,
+    )
+    return model_cfg, train_cfg
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = resolve_device(a.device)
+    if a.backend != "torch":
+        from .kernels import check_backend
+
+        try:
+            check_backend(a.backend, device)
+        except (RuntimeError, ValueError) as e:
+            raise SystemExit(f"error: --backend {a.backend}: {e}") from None
+    train, test = load_dataset(a.data, download=a.download)
+    if a.subset:
+        train = train.subset(a.subset, seed=a.seed)
+    if a.test_subset:
+        test = test.subset(a.test_subset, seed=a.seed)
+    model_cfg, train_cfg = configs_from_args(a, train)
+    trainer = Trainer(model_cfg, train_cfg, out_dir=a.out, device=device)
+    spiking = is_spiking_arch(a.arch)
+    what = f"{a.arch} ({'T=' + str(a.steps) + ', β=' + str(a.beta) if spiking else 'ANN'})"
+    print(
+        f"training {what} on {a.data}: {len(train)} train / {len(test)} test samples, method {a.method}, "
+        f"{a.epochs} epochs",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+
+    def report(r: dict) -> None:
+        spikes = "  ".join(
+            f"rate[{k.split('/')[1]}]={v:.3f}" for k, v in r.items() if k.startswith("spike_rate/")
+        )
+        silent = "  ".join(
+            f"silent[{k.split('/')[1]}]={v:.2f}" for k, v in r.items() if k.startswith("silent/")
+        )
+        print(
+            f"epoch {r['epoch']:3d}  train acc {r['train_accuracy']:.4f}  test acc {r.get('test_accuracy', float('nan')):.4f}"
+            f"  {r['time_s']:.1f}s  {spikes}  {silent}".rstrip(),
+            flush=True,
+        )
+
+    history = trainer.fit(train, test, on_epoch=report)
+    final = history[-1] if history else {"test_accuracy": trainer.evaluate(test)["accuracy"]}
+    summary = {"test_accuracy": final.get("test_accuracy"), "wall_s": round(time.perf_counter() - t0, 2)}
+    summary.update({k: v for k, v in final.items() if k.startswith(("spike_rate/", "silent/"))})
+    print("result " + json.dumps(summary))
+    if a.out:
+        print(f"wrote {a.out}/config.json, {a.out}/model.pt and metrics")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lfp-snn",
+        description="Train spiking neural networks without surrogate "
+        "gradients, by Layer-wise Feedback Propagation, and export them to hardware.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser(
+        "train",
+        help="train a model (LFP by default) and report test accuracy and spike statistics",
+        description="Train an SNN (or ANN) with LFP or a baseline, print per-epoch metrics.",
+    )
+    add_train_arguments(t)
+    t.set_defaults(func=cmd_train)
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

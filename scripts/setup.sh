@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up lfp-snn in ./.venv: CPU torch 2.13.0, the package with its extras, norse without its CUDA torch,
+# and (as root, where apt-get exists) Debian's Fashion-MNIST and Icarus Verilog for the real-data/HDL tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=(.venv/bin/python -m pip install -q -c scripts/constraints.txt)
+"${PIP[@]}" torch==2.13.0
+"${PIP[@]}" -e ".[dev,baselines,export,events,plots,triton]"
+# norse asks for torchvision and a CUDA torch; its real needs (numpy, nir, nirtorch) are installed above.
+"${PIP[@]}" --no-deps "norse==1.1.0"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  need=()
+  [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+  command -v iverilog >/dev/null || need+=(iverilog)
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+else
+  echo "note: not root; install Debian's dataset-fashion-mnist and iverilog yourself for the real-data and HDL tests"
+fi
+.venv/bin/python -c "import torch, lfp_snn; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('lfp-snn', lfp_snn.__version__, 'with torch', torch.__version__)"
