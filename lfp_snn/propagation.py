@@ -172,11 +172,14 @@ def forward_trace(
     keep: bool = True,
     input_noise: float = 0.0,
     generator: torch.Generator | None = None,
+    composite: Composite | None = None,
 ) -> Trace:
     """Run ``model`` layer by layer and keep what the feedback needs (nothing when ``keep=False``).
 
     ``input_noise`` > 0 adds Gaussian noise N(0, σ²) to the input of every parametric layer (the paper's
     trick that lets Heaviside networks learn); a constant input gets the same noise at every step.
+    With a ``composite``, only what its rules need is kept: a parametric layer under a LIF layer with the ε
+    rule keeps no pre-activation (the LIF's firing potential is all its feedback needs).
 
     Args:
         inputs: ANN [B, ...]; SNN [T, B, ...], or [B, ...] with ``steps=T`` (constant encoding). A
@@ -203,7 +206,7 @@ def forward_trace(
     counts: dict[str, Tensor] = {}
     rates: dict[str, float] = {}
     dt = inputs.dtype if inputs.is_floating_point() else torch.get_default_dtype()
-    for name, m in model_leaves:
+    for k, (name, m) in enumerate(model_leaves):
         fr = _Frame(name, m, {"constant": act.constant})
         x = act.value.to(dt) if act.value.dtype != dt else act.value
         if isinstance(m, tuple(PARAMETRIC)):
@@ -215,21 +218,26 @@ def forward_trace(
             op = affine_op(m)
             z = op.forward(x, m.weight.to(dt), None if m.bias is None else m.bias.to(dt))
             if keep:
-                fr.saved.update(op=op, x=_store(act), z=z)
+                fr.saved.update(op=op, x=_store(act))
+                under_lif = k + 1 < len(model_leaves) and isinstance(model_leaves[k + 1][1], LIF)
+                if composite is None or not under_lif or not isinstance(composite.rule_for(name, m), Epsilon):
+                    fr.saved["z"] = z
             act = _Act(z, act.constant)
         elif isinstance(m, LIF):
             check_lif_parameters(m.parameters_)
             current = x if act.constant else x.reshape(T, -1, *x.shape[1:])
             beta, thr = m.beta.to(dt), m.threshold.to(dt)
-            spikes, mem = lif_forward(
+            spikes, pot = lif_forward(
                 current, beta, thr, m.reset, m.reset_delay, None, T if act.constant else None, m.backend
             )
             if keep:
-                fr.saved.update(current=current, beta=beta, thr=thr)
+                fr.saved.update(pot=pot, beta=beta, thr=thr)
+                if k == 0 or not isinstance(model_leaves[k - 1][1], tuple(PARAMETRIC)):
+                    fr.saved["current"] = current
+            del pot, current, x
             c = spikes.sum(dim=(0, 1))
             counts[name] = c
             rates[name] = float(c.sum()) / max(spikes.numel(), 1)
-            del mem
             act = _Act(spikes.reshape(-1, *spikes.shape[2:]), False, True)
         elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
             fn = F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d
@@ -281,6 +289,7 @@ def propagate(
     composite: Composite,
     eps: float = 1e-6,
     need_input_reward: bool = False,
+    matmul_dtype: torch.dtype | None = None,
 ) -> tuple[dict[str, Tensor], Tensor | None]:
     """The reverse pass: reward at the output -> feedback per parameter (and the reward at the input).
 
@@ -300,55 +309,57 @@ def propagate(
         r, r_constant = reward.sum(0), True
     else:
         r, r_constant = reward.reshape(-1, *reward.shape[2:]), False
+    owned = False  # r is a buffer of ours that may be overwritten
     normalized = False  # r holds g = R / (D + ε) from the LIF layer just above
-    lif_current = None
     fb: dict[str, Tensor] = {}
     for i in range(len(frames) - 1, -1, -1):
         fr = frames[i]
         m, s = fr.module, fr.saved
         if T is not None and s["constant"] and not r_constant and not isinstance(m, LIF):
-            r, r_constant = r.reshape(T, -1, *r.shape[1:]).sum(0), True
+            r, r_constant, owned = r.reshape(T, -1, *r.shape[1:]).sum(0), True, True
         if isinstance(m, tuple(PARAMETRIC)):
             need = need_input_reward or _wants_input(frames, i)
             rule: Rule = composite.rule_for(fr.name, m)
             x = _load(s["x"], r.dtype)
             if normalized and isinstance(rule, Epsilon):
-                lf = rule.normalized(s["op"], x, r, need)
+                lf = rule.normalized(s["op"], x, r, need, matmul_dtype)
             else:
                 if normalized:  # the current's share of the membrane: R^I = I ⊙ g
-                    r = r * (lif_current if r_constant else lif_current.reshape(-1, *lif_current.shape[2:]))
+                    r = r * s["z"]
                 lf = rule(s["op"], x, s["z"], r, need)
             fb[f"{fr.name}.weight"] = lf.weight
             if lf.bias is not None:
                 fb[f"{fr.name}.bias"] = lf.bias
-            r, normalized = lf.input_reward, False
+            r, normalized, owned = lf.input_reward, False, True
             if r is None:
                 break
         elif isinstance(m, LIF):
-            current = s["current"]
-            steps = T if s["constant"] else None
-            rt = r.unsqueeze(0).expand(T, *r.shape) if r_constant else r.reshape(T, -1, *r.shape[1:])
-            _, mem = lif_forward(current, s["beta"], s["thr"], m.reset, m.reset_delay, None, steps, m.backend)
+            pot = s["pot"]
+            if r_constant:
+                rt, owned = r.unsqueeze(0).expand(T, *r.shape).contiguous(), True
+            else:
+                rt = r.reshape(T, -1, *r.shape[1:]).contiguous()
             g = lif_feedback(
-                rt.contiguous(),
-                current,
-                mem,
+                rt,
+                pot,
                 s["beta"],
                 s["thr"],
                 m.reset,
                 m.reset_delay,
                 None,
                 eps,
-                m.backend,
+                out=rt if owned else None,
+                backend=m.backend,
             )
-            del mem
-            r, r_constant = g.reshape(-1, *g.shape[2:]), False
+            r, r_constant, owned = g.reshape(-1, *g.shape[2:]), False, True
             if i > 0 and isinstance(frames[i - 1].module, tuple(PARAMETRIC)):
-                normalized, lif_current = True, current
+                normalized = True
             else:  # no parametric layer below: the current's share goes on as an ordinary reward
-                r = (g * current).reshape(-1, *g.shape[2:])
+                r = (g * s["current"]).reshape(-1, *g.shape[2:])
         else:
-            r = _backward_simple(fr, r, eps)
+            r_in = _backward_simple(fr, r, eps)
+            owned = owned or r_in is not r
+            r = r_in
     return fb, r
 
 
@@ -384,15 +395,18 @@ def feedback_result(
     write_grad: bool = False,
     input_noise: float = 0.0,
     generator: torch.Generator | None = None,
+    matmul_dtype: torch.dtype | None = None,
 ) -> FeedbackResult:
     """Forward, reward and reverse pass in one call; see :func:`feedback`. Also returns the outputs, the
     reward, the reward at the input (with ``input_reward=True``) and spike counts per LIF layer."""
     composite = get_composite(rule, eps)
-    trace = forward_trace(model, inputs, steps, input_noise=input_noise, generator=generator)
+    trace = forward_trace(
+        model, inputs, steps, input_noise=input_noise, generator=generator, composite=composite
+    )
     r = get_reward(reward)(trace.output, labels)
     if not isinstance(r, Tensor):
         raise TypeError(f"the reward callable must return a tensor, got {type(r).__name__}")
-    fb, rin = propagate(trace, r, composite, eps, need_input_reward=input_reward)
+    fb, rin = propagate(trace, r, composite, eps, need_input_reward=input_reward, matmul_dtype=matmul_dtype)
     if write_grad:
         write_gradients(model, fb)
     return FeedbackResult(

@@ -74,16 +74,27 @@ class Epsilon(Rule):
         if not (self.eps >= 0):
             raise ValueError(f"eps must be >= 0, got {self.eps!r}")
 
-    def __call__(self, op, x, z, reward, need_input=True):
-        return self.normalized(op, x, reward / stabilize(z, self.eps), need_input)
+    def __call__(self, op, x, z, reward, need_input=True, matmul_dtype=None):
+        return self.normalized(op, x, reward / stabilize(z, self.eps), need_input, matmul_dtype)
 
-    def normalized(self, op, x: Tensor, g: Tensor, need_input: bool = True) -> LayerFeedback:
-        """The ε rule given g = R / stabilize(z) directly (a LIF layer's feedback scan produces g)."""
+    def normalized(
+        self, op, x: Tensor, g: Tensor, need_input: bool = True, matmul_dtype: torch.dtype | None = None
+    ) -> LayerFeedback:
+        """The ε rule given g = R / stabilize(z) directly (a LIF layer's feedback scan produces g).
+
+        ``matmul_dtype`` (e.g. ``torch.bfloat16``) runs the two feedback GEMMs in that precision (spikes are
+        exact in bf16; g and W are rounded to 8 significant bits); the results come back in g's dtype.
+        """
         m = op.module
         w = m.weight.to(g.dtype)
-        fw = w.abs() * op.weight_vjp(g, x)
+        gm, xm, wm = (
+            (g, x, w)
+            if matmul_dtype is None
+            else (g.to(matmul_dtype), x.to(matmul_dtype), w.to(matmul_dtype))
+        )
+        fw = w.abs() * op.weight_vjp(gm, xm).to(g.dtype)
         fb = None if m.bias is None else m.bias.to(g.dtype).abs() * op.bias_vjp(g)
-        rin = x.to(g.dtype) * op.input_vjp(g, w, x) if need_input else None
+        rin = x.to(g.dtype) * op.input_vjp(gm, wm, xm).to(g.dtype) if need_input else None
         return LayerFeedback(rin, fw, fb)
 
 

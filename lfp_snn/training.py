@@ -30,6 +30,7 @@ from .rewards import get_reward
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "onecycle")
 CLIPS = ("none", "norm", "agc")
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -54,6 +55,7 @@ class TrainConfig:
     clip_value: float = 1.0  # max global norm (norm) or the ratio λ (agc)
     input_noise: float = 0.0  # std of Gaussian noise on the inputs of parametric layers while training
     eps: float = 1e-6
+    feedback_precision: str = "float32"  # float32 | bfloat16: precision of the LFP feedback GEMMs
     progress: bool = True
     metrics_format: str = "jsonl"
     extra: dict = field(default_factory=dict)
@@ -72,6 +74,10 @@ class TrainConfig:
             (
                 self.metrics_format in ("jsonl", "csv"),
                 f"metrics_format must be jsonl or csv, got {self.metrics_format!r}",
+            ),
+            (
+                self.feedback_precision in PRECISIONS,
+                f"feedback_precision must be one of {sorted(PRECISIONS)}, got {self.feedback_precision!r}",
             ),
             (self.method in METHODS, f"unknown method {self.method!r}; expected one of {sorted(METHODS)}"),
         ]

@@ -31,7 +31,7 @@ def lif_forward(
     steps=None,
     backend: str = "torch",
 ) -> tuple[Tensor, Tensor]:
-    """Dispatch :func:`lfp_snn.kernels.torch_scan.lif_forward_scan` to the chosen backend."""
+    """(spikes, firing potential V): :func:`lfp_snn.kernels.torch_scan.lif_forward_scan` on ``backend``."""
     if backend == "torch":
         return _torch_forward(current, beta, threshold, reset, reset_delay, mem0, steps)
     check_backend(backend, current.device)
@@ -42,20 +42,21 @@ def lif_forward(
 
 def lif_feedback(
     reward: Tensor,
-    current: Tensor,
-    mem: Tensor,
+    pot: Tensor,
     beta,
     threshold,
     reset: str,
     reset_delay: bool,
     mem0=None,
     eps: float = 1e-6,
+    out: Tensor | None = None,
     backend: str = "torch",
 ) -> Tensor:
-    """Dispatch :func:`lfp_snn.kernels.torch_scan.lif_feedback_scan` to the chosen backend."""
+    """g from the reward at the spikes and the forward's firing potential V:
+    :func:`lfp_snn.kernels.torch_scan.lif_feedback_scan` on ``backend``."""
     if backend == "torch":
-        return _torch_feedback(reward, current, mem, beta, threshold, reset, reset_delay, mem0, eps)
+        return _torch_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out)
     check_backend(backend, reward.device)
     from .triton_scan import lif_feedback_scan
 
-    return lif_feedback_scan(reward, current, mem, beta, threshold, reset, reset_delay, mem0, eps)
+    return lif_feedback_scan(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out)

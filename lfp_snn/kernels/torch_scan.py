@@ -1,7 +1,8 @@
 """Plain-torch reference scans for the LIF neuron: the forward membrane scan and the reverse feedback scan.
 
-Both run an element-wise loop over the time axis of [T, B, ...] tensors. They are the reference the Triton
-kernels (`lfp_snn.kernels.triton_scan`) are tested against, and the CPU default.
+Both loop over the time axis of [T, B, ...] tensors with in-place element-wise operations on one step at a
+time, so no [T, B, ...] temporaries are made besides the outputs. They are the reference that the Triton
+kernels (``lfp_snn.kernels.triton_scan``) are tested against, and the CPU default.
 
 Notation (DESIGN.md section 1). For step t = 1..T with input current I_t and U_0 the initial membrane:
 
@@ -12,6 +13,17 @@ Notation (DESIGN.md section 1). For step t = 1..T with input current I_t and U_0
     immediate reset: S_t = H(Ũ_t - θ);  U_t = Ũ_t - θ S_t (subtract)  or  Ũ_t (1 - S_t) (zero)
 
 H is the Heaviside step with a strict inequality (H(0) = 0).
+
+What the forward keeps for the feedback is the *firing potential* V_t, the value compared with θ:
+V_t = U_t with a delayed reset, V_t = Ũ_t with an immediate one. From V (and S_t = H(V_t - θ)) the feedback
+recovers every quantity it needs exactly as the forward computed it, without the input current:
+
+    delayed, subtract:    P_t = V_{t-1},               Ũ_t - P_t = V_t + θ S_{t-1} - V_{t-1}
+    delayed, zero:        P_t = V_{t-1} (1 - S_{t-1}), Ũ_t - P_t = V_t - P_t
+    immediate, subtract:  P_t = V_{t-1} - θ S_{t-1},   Ũ_t - P_t = V_t - P_t
+    immediate, zero:      P_t = V_{t-1} (1 - S_{t-1}), Ũ_t - P_t = V_t - P_t
+
+(with V_0 = U_0 and S_0 = H(U_0 - θ) for the delayed reset, S_0 = 0 for the immediate one).
 """
 
 from __future__ import annotations
@@ -22,8 +34,10 @@ from torch import Tensor
 RESETS = ("subtract", "zero")
 
 
-def _current_at(current: Tensor, t: int, constant: bool) -> Tensor:
-    return current if constant else current[t]
+def _as_tensor(v: Tensor | float, like: Tensor) -> Tensor:
+    # comparisons and products with a Python scalar can take a slow path in torch's CPU kernels, so scalars
+    # become 0-d tensors of the data's dtype
+    return torch.as_tensor(v, dtype=like.dtype, device=like.device)
 
 
 def lif_forward_scan(
@@ -42,43 +56,61 @@ def lif_forward_scan(
         beta, threshold: scalars or tensors broadcastable to one step's shape [B, ...].
         mem0: initial membrane U_0, [B, ...] (zeros when None).
     Returns:
-        spikes S [T, B, ...] (0./1. in the current's dtype) and membrane U [T, B, ...] (after the reset).
+        spikes S [T, B, ...] (0./1. in the current's dtype) and the firing potential V [T, B, ...]
+        (the membrane U_t with a delayed reset, the pre-reset membrane Ũ_t with an immediate one; see
+        :func:`membrane` for U).
     """
     constant = steps is not None
+    beta, threshold = _as_tensor(beta, current), _as_tensor(threshold, current)
     T = steps if constant else current.shape[0]
     step_shape = current.shape if constant else current.shape[1:]
     spikes = current.new_empty((T, *step_shape))
-    mem = current.new_empty((T, *step_shape))
-    u = current.new_zeros(step_shape) if mem0 is None else mem0.to(current.dtype)
+    pot = current.new_empty((T, *step_shape))
+    prev = current.new_zeros(step_shape) if mem0 is None else mem0.to(current.dtype).expand(step_shape)
+    prev_spike = (prev > threshold).to(current.dtype) if reset_delay else None  # reset_1 = H(U_0 - θ)
     subtract = reset == "subtract"
+    u = current.new_empty(step_shape) if not reset_delay else None
     for t in range(T):
-        i_t = _current_at(current, t, constant)
+        v, s = pot[t], spikes[t]
+        torch.mul(prev, beta, out=v)
+        if reset_delay and not subtract:
+            v.addcmul_(v, prev_spike, value=-1)  # β U_{t-1} (1 - reset_t)
+        v.add_(current if constant else current[t])
+        if reset_delay and subtract:
+            v.addcmul_(prev_spike, threshold, value=-1)
+        torch.gt(v, threshold, out=s)
         if reset_delay:
-            fired = u > threshold
+            prev, prev_spike = v, s
+        else:  # U_t from Ũ_t = V_t
+            u.copy_(v)
             if subtract:
-                u = beta * u + i_t - threshold * fired.to(u.dtype)
+                u.addcmul_(s, threshold, value=-1)
             else:
-                u = beta * torch.where(fired, torch.zeros_like(u), u) + i_t
-            s = u > threshold
-        else:
-            u = beta * u + i_t
-            s = u > threshold
-            u = u - threshold * s.to(u.dtype) if subtract else torch.where(s, torch.zeros_like(u), u)
-        spikes[t] = s
-        mem[t] = u
-    return spikes, mem
+                u.addcmul_(u, s, value=-1)
+            prev = u
+    return spikes, pot
+
+
+def membrane(
+    pot: Tensor, spikes: Tensor, threshold: Tensor | float, reset: str = "subtract", reset_delay: bool = True
+) -> Tensor:
+    """The membrane U [T, B, ...] after the reset, from the firing potential and spikes of the forward scan."""
+    if reset_delay:
+        return pot
+    threshold = _as_tensor(threshold, pot)
+    return pot - threshold * spikes if reset == "subtract" else pot * (1 - spikes)
 
 
 def lif_feedback_scan(
     reward: Tensor,
-    current: Tensor,
-    mem: Tensor,
+    pot: Tensor,
     beta: Tensor | float,
     threshold: Tensor | float,
     reset: str = "subtract",
     reset_delay: bool = True,
     mem0: Tensor | None = None,
     eps: float = 1e-6,
+    out: Tensor | None = None,
 ) -> Tensor:
     """Reverse scan of LFP-ε through a LIF layer (the reference rule), t = T..1.
 
@@ -89,27 +121,41 @@ def lif_feedback_scan(
 
     Args:
         reward: reward arriving at the spikes S, [T, B, ...].
-        current: the input current, [T, B, ...] or a constant [B, ...].
-        mem: the membrane U from :func:`lif_forward_scan`, [T, B, ...].
+        pot: the firing potential V from :func:`lif_forward_scan`, [T, B, ...].
+        out: where to write g (may be ``reward`` itself: each step reads its reward before writing g).
     Returns:
         g [T, B, ...]: the normalised reward at the input current; the layer below takes it as
         ``R_in = X ⊙ (∂I/∂X)ᵀ g`` and ``F_W = |W| ⊙ (∂I/∂W)ᵀ g``.
     """
-    T = mem.shape[0]
-    prev = torch.empty_like(mem)
-    prev[0] = 0 if mem0 is None else mem0
-    prev[1:] = mem[:-1]
-    if reset_delay and reset == "zero":
-        prev = torch.where(prev > threshold, torch.zeros_like(prev), prev)
-    carried = beta * prev
-    pre_reset = carried + current  # Ũ_t (current broadcasts over T when constant)
-    inv_d = 1.0 / (prev.abs() + (pre_reset - prev).abs() + eps)
-    del pre_reset
-    share = carried * inv_d  # C_t = share_t * R_t
-    g = torch.empty_like(mem)
-    carry = None
+    T = pot.shape[0]
+    beta, threshold = _as_tensor(beta, pot), _as_tensor(threshold, pot)
+    eps = _as_tensor(eps, pot)
+    subtract = reset == "subtract"
+    g = torch.empty_like(pot) if out is None else out
+    step_shape = pot.shape[1:]
+    v0 = pot.new_zeros(step_shape) if mem0 is None else mem0.to(pot.dtype).expand(step_shape)
+    p, dv, tmp, carry = (pot.new_empty(step_shape) for _ in range(4))
     for t in range(T - 1, -1, -1):
-        r_t = reward[t] if carry is None else reward[t] + carry
-        g[t] = r_t * inv_d[t]
-        carry = r_t * share[t]
+        v_prev = pot[t - 1] if t > 0 else v0
+        # S_{t-1}: the spike of the previous step (the reset of this step when delayed)
+        if t > 0 or reset_delay:
+            torch.gt(v_prev, threshold, out=tmp)
+        else:
+            tmp.zero_()
+        p.copy_(v_prev)
+        if subtract and not reset_delay:
+            p.addcmul_(tmp, threshold, value=-1)  # U_{t-1} = Ũ_{t-1} - θ S_{t-1}
+        elif not subtract:
+            p.addcmul_(p, tmp, value=-1)  # U_{t-1} (1 - S_{t-1})
+        torch.sub(pot[t], p, out=dv)  # Ũ_t - P_t (delayed subtract: + θ reset_t below)
+        if subtract and reset_delay:
+            dv.addcmul_(tmp, threshold)
+        dv.abs_().add_(p.abs(), alpha=1).add_(eps)  # D_t + ε
+        if t == T - 1:
+            torch.div(reward[t], dv, out=g[t])
+        else:
+            torch.add(reward[t], carry, out=tmp)
+            torch.div(tmp, dv, out=g[t])
+        torch.mul(p, beta, out=carry)
+        carry.mul_(g[t])  # C_t = β P_t g_t
     return g

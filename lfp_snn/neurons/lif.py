@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..kernels import BACKENDS, lif_forward
-from ..kernels.torch_scan import RESETS
+from ..kernels.torch_scan import RESETS, membrane
 
 
 class LIFParameters(NamedTuple):
@@ -88,7 +88,8 @@ def lif_scan(
         raise ValueError("the input current contains NaN or inf")
     beta, thr = _as(p.beta, current), _as(p.threshold, current)
     mem0 = None if state is None else state.mem
-    spikes, mem = lif_forward(current, beta, thr, p.reset, p.reset_delay, mem0, steps, backend)
+    spikes, pot = lif_forward(current, beta, thr, p.reset, p.reset_delay, mem0, steps, backend)
+    mem = membrane(pot, spikes, thr, p.reset, p.reset_delay)
     return spikes, mem, LIFState(mem[-1])
 
 

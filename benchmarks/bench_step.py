@@ -1,0 +1,340 @@
+"""Median time per training step (forward + feedback/backward + optimiser) and peak memory, LFP vs BPTT.
+
+    .venv/bin/python benchmarks/bench_step.py                 # all scenarios, all methods available here
+    .venv/bin/python benchmarks/bench_step.py --scenarios A B --repeats 10 --threads 2
+
+Scenarios (the issue's): A spiking MLP 784-1000-1000-10, T=25, batch 128, constant input;
+B 700-128-128-20, T=100, batch 64, Bernoulli input spikes (SHD-like); C spiking LeNet on 1x28x28, T=25,
+batch 128, constant input. Methods: LFP with each scan backend that runs here (torch; triton on CUDA), LFP with
+bfloat16 feedback GEMMs, snntorch BPTT written as its tutorials do (Linear inside the time loop, fast-sigmoid
+surrogate slope 25, cross-entropy on spike counts), norse BPTT (LIFBoxCell, SuperSpike).
+
+Each (scenario, method) runs in its own subprocess, so peak memory is that method's alone: on the CPU the peak
+resident set size during the steps minus the resident size before the first step; on CUDA
+``torch.cuda.max_memory_allocated``. CUDA times use CUDA events with synchronisation. Prints a Markdown table
+with ratios against snntorch from the same run and writes JSON next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SCENARIOS = {
+    "A": dict(arch="mlp", sizes=(784, 1000, 1000, 10), T=25, B=128, input="constant"),
+    "B": dict(arch="mlp", sizes=(700, 128, 128, 20), T=100, B=64, input="spikes"),
+    "C": dict(arch="lenet", shape=(1, 28, 28), classes=10, T=25, B=128, input="constant"),
+}
+METHODS = ("lfp-torch", "lfp-torch-bf16", "lfp-triton", "snntorch", "norse")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _data(sc, device, torch):
+    g = torch.Generator().manual_seed(0)
+    shape = (sc["sizes"][0],) if sc["arch"] == "mlp" else sc["shape"]
+    classes = sc["sizes"][-1] if sc["arch"] == "mlp" else sc["classes"]
+    x = torch.rand(sc["B"], *shape, generator=g)
+    if sc["input"] == "spikes":
+        x_seq = torch.bernoulli(torch.full((sc["T"], sc["B"], *shape), 0.05), generator=g)
+    else:
+        x_seq = x.unsqueeze(0).expand(sc["T"], *x.shape)
+    y = torch.randint(0, classes, (sc["B"],), generator=g)
+    return x_seq.to(device), y.to(device), classes
+
+
+def _lfp_model(sc, backend):
+    from torch import nn
+
+    import lfp_snn
+
+    lif = lambda: lfp_snn.LIF(0.9, 1.0, backend=backend)  # noqa: E731
+    if sc["arch"] == "mlp":
+        s = sc["sizes"]
+        layers = [nn.Linear(s[0], s[1]), lif(), nn.Linear(s[1], s[2]), lif(), nn.Linear(s[2], s[3]), lif()]
+    else:
+        layers = [
+            nn.Conv2d(1, 12, 5),
+            lif(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(12, 64, 5),
+            lif(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * 4 * 4, sc["classes"]),
+            lif(),
+        ]
+    return lfp_snn.SpikingSequential(*layers)
+
+
+def _snntorch_model(sc, T):
+    import snntorch as snn
+    from snntorch import surrogate
+    from torch import nn
+
+    grad = surrogate.fast_sigmoid(slope=25)
+
+    class Net(nn.Module):
+        """As in snntorch's tutorials: layers inside the time loop, explicit membrane state."""
+
+        def __init__(self):
+            super().__init__()
+            if sc["arch"] == "mlp":
+                s = sc["sizes"]
+                self.layers = nn.ModuleList(
+                    [nn.Linear(s[0], s[1]), nn.Linear(s[1], s[2]), nn.Linear(s[2], s[3])]
+                )
+                self.pre = [None, None, None]
+            else:
+                self.layers = nn.ModuleList(
+                    [nn.Conv2d(1, 12, 5), nn.Conv2d(12, 64, 5), nn.Linear(1024, sc["classes"])]
+                )
+                self.pre = [None, nn.MaxPool2d(2), lambda v: nn.functional.max_pool2d(v, 2).flatten(1)]
+            self.lifs = nn.ModuleList([snn.Leaky(beta=0.9, spike_grad=grad) for _ in self.layers])
+
+        def forward(self, x_seq):
+            mems = [lif.init_leaky() for lif in self.lifs]
+            out = []
+            for t in range(T):
+                h = x_seq[t]
+                for i, (layer, lif) in enumerate(zip(self.layers, self.lifs)):
+                    if self.pre[i] is not None:
+                        h = self.pre[i](h)
+                    h, mems[i] = lif(layer(h), mems[i])
+                out.append(h)
+            return torch.stack(out)
+
+    import torch
+
+    return Net()
+
+
+def _norse_model(sc, T):
+    import torch
+    from norse.torch import LIFBoxCell, LIFBoxParameters
+    from torch import nn
+
+    p = LIFBoxParameters(
+        tau_mem_inv=torch.tensor(100.0), v_th=torch.tensor(1.0), method="super", alpha=torch.tensor(100.0)
+    )
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            if sc["arch"] == "mlp":
+                s = sc["sizes"]
+                self.layers = nn.ModuleList(
+                    [nn.Linear(s[0], s[1]), nn.Linear(s[1], s[2]), nn.Linear(s[2], s[3])]
+                )
+                self.pre = [None, None, None]
+            else:
+                self.layers = nn.ModuleList(
+                    [nn.Conv2d(1, 12, 5), nn.Conv2d(12, 64, 5), nn.Linear(1024, sc["classes"])]
+                )
+                self.pre = [None, nn.MaxPool2d(2), lambda v: nn.functional.max_pool2d(v, 2).flatten(1)]
+            self.cells = nn.ModuleList([LIFBoxCell(p) for _ in self.layers])
+
+        def forward(self, x_seq):
+            states = [None] * len(self.cells)
+            out = []
+            for t in range(T):
+                h = x_seq[t]
+                for i, (layer, cell) in enumerate(zip(self.layers, self.cells)):
+                    if self.pre[i] is not None:
+                        h = self.pre[i](h)
+                    h, states[i] = cell(layer(h), states[i])
+                out.append(h)
+            return torch.stack(out)
+
+    return Net()
+
+
+def run_one(scenario: str, method: str, repeats: int, warmup: int, device_name: str) -> dict:
+    import torch
+
+    import lfp_snn
+
+    device = torch.device(device_name)
+    sc = SCENARIOS[scenario]
+    x_seq, y, classes = _data(sc, device, torch)
+    if method.startswith("lfp"):
+        backend = "triton" if method == "lfp-triton" else "torch"
+        model = _lfp_model(sc, backend).to(device)
+        matmul_dtype = torch.bfloat16 if method.endswith("bf16") else None
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step():
+            res = lfp_snn.feedback_result(model, x_seq, y, "sequence", "epsilon", matmul_dtype=matmul_dtype)
+            opt.zero_grad(set_to_none=False)
+            lfp_snn.write_gradients(model, res.feedback)
+            opt.step()
+    else:
+        model = (_snntorch_model if method == "snntorch" else _norse_model)(sc, sc["T"]).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step():
+            opt.zero_grad()
+            out = model(x_seq)
+            loss = torch.nn.functional.cross_entropy(out.sum(0), y)
+            loss.backward()
+            opt.step()
+
+    cuda = device.type == "cuda"
+    for _ in range(warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    rss0 = _rss_mb()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            step()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    if cuda:
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
+    return {
+        "scenario": scenario,
+        "method": method,
+        "median_ms": statistics.median(times) * 1e3,
+        "min_ms": min(times) * 1e3,
+        "peak_mb": peak,
+        "repeats": repeats,
+    }
+
+
+def available(method: str, device: str) -> str | None:
+    """None when the method runs here, else the reason it does not."""
+    try:
+        if method == "lfp-triton":
+            from lfp_snn.kernels import check_backend
+
+            check_backend("triton", device)
+        elif method == "snntorch":
+            import snntorch  # noqa: F401
+        elif method == "norse":
+            import norse  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        return str(e).splitlines()[0]
+    if method == "lfp-triton" and device == "cpu":
+        return "Triton is the CUDA path (the interpreter on the CPU is for tests, not timing)"
+    return None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads, pinned in every subprocess")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="benchmarks/results/bench_step.json")
+    p.add_argument("--one", nargs=2, metavar=("SCENARIO", "METHOD"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.one:
+        import torch
+
+        torch.set_num_threads(a.threads)
+        print(json.dumps(run_one(a.one[0], a.one[1], a.repeats, a.warmup, a.device)))
+        return 0
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+    rows, skipped = [], []
+    load_before = os.getloadavg()
+    for sc in a.scenarios:
+        for m in a.methods:
+            why = available(m, a.device)
+            if why:
+                skipped.append((sc, m, why))
+                continue
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                sc,
+                m,
+                "--repeats",
+                str(a.repeats),
+                "--warmup",
+                str(a.warmup),
+                "--threads",
+                str(a.threads),
+                "--device",
+                a.device,
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                skipped.append((sc, m, out.stderr.strip().splitlines()[-1] if out.stderr else "failed"))
+                continue
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(
+                f"  {sc} {m}: {rows[-1]['median_ms']:.1f} ms/step, peak {rows[-1]['peak_mb']:.0f} MB",
+                flush=True,
+            )
+    load_after = os.getloadavg()
+    ref = {r["scenario"]: r for r in rows if r["method"] == "snntorch"}
+    lines = [
+        "| scenario | method | median ms/step | speed-up vs snntorch | peak MB | memory vs snntorch |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        s = ref.get(r["scenario"])
+        sp = f"{s['median_ms'] / r['median_ms']:.2f}x" if s else "-"
+        mem = f"{r['peak_mb'] / s['peak_mb']:.2f}" if s and s["peak_mb"] > 0 else "-"
+        lines.append(
+            f"| {r['scenario']} | {r['method']} | {r['median_ms']:.1f} | {sp} | {r['peak_mb']:.0f} | {mem} |"
+        )
+    table = "\n".join(lines)
+    import torch
+
+    meta = {
+        "device": a.device,
+        "threads": a.threads,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "repeats": a.repeats,
+        "memory": "CUDA max_memory_allocated"
+        if a.device == "cuda"
+        else "peak RSS during the steps minus RSS before them",
+    }
+    print(table)
+    print(
+        f"\nthreads={a.threads}, device={a.device}, load average before {load_before[0]:.2f} / after "
+        f"{load_after[0]:.2f}; memory: {meta['memory']}"
+    )
+    for sc, m, why in skipped:
+        print(f"skipped {sc} {m}: {why}")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(
+        json.dumps({"meta": meta, "rows": rows, "skipped": skipped, "table": table}, indent=2)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
