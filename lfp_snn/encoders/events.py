@@ -68,9 +68,7 @@ def _check_binning(n_time_bins, time_window, window) -> None:
     if window is not None:
         ok = len(window) == 2 and all(float(v).is_integer() for v in window) and window[1] >= window[0]
         if not ok:
-            raise ValueError(
-                f"window={window!r} must be (t_start, t_end) in whole µs with t_start <= t_end"
-            )
+            raise ValueError(f"window={window!r} must be (t_start, t_end) in whole µs with t_start <= t_end")
 
 
 def _check_downsample(downsample, sensor_size) -> None:
@@ -112,8 +110,12 @@ def time_bin_index(
     span = t1 - t0
     if n_time_bins is not None:
         n = int(n_time_bins)
-        # exact integer arithmetic: floor(rel * n / span); rel * n stays far below 2^63 for µs times
-        idx = (rel * n) // np.int64(span) if span > 0 else np.zeros(rel.shape, np.int64)
+        if span <= 0:
+            idx = np.zeros(rel.shape, np.int64)
+        elif span * n < 2**62:  # exact integer arithmetic: floor(rel * n / span)
+            idx = (rel * n) // np.int64(span)
+        else:  # recordings of days at µs resolution: float64 (may move events within 1 ulp of an edge)
+            idx = np.floor(rel * (n / span)).astype(np.int64)
     else:
         if float(time_window).is_integer():
             w = int(time_window)
@@ -156,7 +158,9 @@ def events_to_frames(
     if "x" not in names or "t" not in names or "p" not in names:
         raise ValueError(f"events need fields x, t, p (and y for 2-D sensors); found {list(names)}")
 
-    idx, keep, n = time_bin_index(events["t"], n_time_bins=n_time_bins, time_window=time_window, window=window)
+    idx, keep, n = time_bin_index(
+        events["t"], n_time_bins=n_time_bins, time_window=time_window, window=window
+    )
     x = events["x"][keep].astype(np.int64)
     y = events["y"][keep].astype(np.int64) if "y" in names else np.zeros_like(x)
     p = events["p"][keep].astype(np.int64)
@@ -178,10 +182,9 @@ def events_to_frames(
         p = np.zeros_like(p)
     flat = ((idx * Pd + p) * Hd + y) * Wd + x
     counts = np.bincount(flat, minlength=n * Pd * Hd * Wd)
-    frames = torch.from_numpy(counts.astype(np.float32).reshape(n, Pd, Hd, Wd))
     if mode == "binary":
-        frames.clamp_(max=1.0)
-    return frames
+        np.minimum(counts, 1, out=counts)
+    return torch.from_numpy(counts.astype(np.float32).reshape(n, Pd, Hd, Wd))
 
 
 @dataclass(frozen=True)

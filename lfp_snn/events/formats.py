@@ -69,7 +69,8 @@ def make_events(x, y, t, p) -> np.ndarray:
     ``x``, ``y`` in pixels, ``t`` in µs, ``p`` in {0, 1}. Scalars are broadcast to the common length.
     """
     x, y, t, p = (np.asarray(v) for v in (x, y, t, p))
-    n = max(np.size(v) for v in (x, y, t, p))
+    sizes = [v.size for v in (x, y, t, p) if v.ndim > 0]
+    n = sizes[0] if sizes else 1
     out = np.empty(n, dtype=EVENT_DTYPE)
     out["x"], out["y"], out["t"], out["p"] = x, y, t, p
     return out
@@ -320,7 +321,9 @@ def read_dvsgesture_npy(path: PathLike) -> np.ndarray:
     """
     arr = np.load(path, allow_pickle=False)
     if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"{path}: expected an [N, 4] array with columns x, y, p, t (ms), got shape {arr.shape}")
+        raise ValueError(
+            f"{path}: expected an [N, 4] array with columns x, y, p, t (ms), got shape {arr.shape}"
+        )
     t_ms = arr[:, 3]
     t_us = np.rint(t_ms * 1000.0) if np.issubdtype(arr.dtype, np.floating) else t_ms.astype(np.int64) * 1000
     return make_events(arr[:, 0], arr[:, 1], t_us, arr[:, 2])
