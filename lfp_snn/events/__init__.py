@@ -1,5 +1,5 @@
-"""Event data: readers/writers for event-camera and event-audio formats, folder data sets, a tonic adapter
-and a time-padding collate.
+"""Event data: readers/writers for event-camera and event-audio formats, folder data sets, a tonic adapter,
+a time-padding collate, and emulated (saccade) event recordings of static images.
 
 Events are structured numpy arrays of :data:`EVENT_DTYPE` (fields x, y, t in µs, p); sensor sizes are (W, H, P).
 Encoders that turn events into tensors live in :mod:`lfp_snn.encoders.events`.
@@ -14,6 +14,7 @@ from .datasets import (
     pad_time,
     pad_time_collate,
 )
+from .emulate import EmulatedEvents, SaccadeParams, emulate_saccades, saccade_path, sensor_thresholds
 from .formats import (
     DVSGESTURE_CLASSES,
     DVSGESTURE_SENSOR_SIZE,
@@ -55,4 +56,9 @@ __all__ = [
     "from_tonic",
     "pad_time",
     "pad_time_collate",
+    "SaccadeParams",
+    "saccade_path",
+    "sensor_thresholds",
+    "emulate_saccades",
+    "EmulatedEvents",
 ]
