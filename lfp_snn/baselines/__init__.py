@@ -1,0 +1,199 @@
+"""Surrogate-gradient baselines: the same spiking networks trained by backpropagation through time (BPTT).
+
+Two baselines, each in the real library, registered in :data:`lfp_snn.training.METHODS` when this package is
+imported:
+
+- ``bptt-snntorch`` (:mod:`.snntorch_bptt`): ``snn.Leaky`` with the fast-sigmoid surrogate
+  ∂S/∂U = 1 / (1 + 25 |U - θ|)² (the derivative of x / (1 + 25 |x|)); same β, θ, reset and reset delay, so
+  the forward pass is spike-for-spike identical to lfp-snn's engine.
+- ``bptt-norse`` (:mod:`.norse_bptt`): norse's ``LIFBoxCell`` (a leaky integrator without synaptic current)
+  with norse's SuperSpike surrogate, ∂S/∂U = 1 / (1 + |U - θ|)² as norse ships it; matched to β, θ and the
+  reset as closely as norse allows (the spikes agree with lfp-snn's; differences listed in that module).
+
+Options (``TrainConfig.extra``): ``surrogate_slope`` (snntorch's k, default 25) and ``norse_slope`` (the k of
+norse's surrogate in lfp-snn's membrane units, default 1).
+
+Both build a step-by-step network around the lfp-snn model's own ``Linear``/``Conv``/pooling modules, so the
+parameters are *shared*: the :class:`~lfp_snn.training.Trainer`'s optimiser (built on ``trainer.model``)
+updates them and evaluation runs through lfp-snn's engine (:func:`lfp_snn.run`) on the very same weights.
+The loss is cross-entropy on the output spike counts Σ_t S_t (snntorch's ``ce_count_loss``).
+
+snntorch and norse are imported only when a baseline is built; without them the error says what to install.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import PARAMETRIC
+from ..neurons import LIF
+from ..propagation import ELEMENTWISE, SHAPE_ONLY, leaves
+
+if TYPE_CHECKING:
+    from ..training import StepOutput, Trainer
+
+# stateless layers a step-by-step network applies to one time step [B, ...] as they are
+STEP_LAYERS = (*PARAMETRIC, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.Dropout, *SHAPE_ONLY)
+STEP_LAYERS = (*STEP_LAYERS, *ELEMENTWISE)
+
+DEFAULT_SLOPE = 25.0  # the paper's surrogate x / (1 + 25 |x|)
+
+BASELINES = ("bptt-snntorch", "bptt-norse")
+
+
+def step_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers of an lfp-snn spiking model in order (names as in ``named_modules``), checked for a
+    step-by-step network: parametric, pooling, shape and element-wise layers run per step, LIF layers are
+    replaced by the library's neuron."""
+    layers = leaves(model)
+    if not any(isinstance(m, LIF) for _, m in layers):
+        raise ValueError("the BPTT baselines train spiking models (with LIF layers); this model has none")
+    for name, m in layers:
+        if not isinstance(m, (LIF, *STEP_LAYERS)):
+            raise TypeError(f"layer {name!r} ({type(m).__name__}) is not supported by the BPTT baselines")
+    return layers
+
+
+def lif_constants(lif: LIF) -> tuple[Tensor, Tensor]:
+    """β and θ of an lfp-snn LIF layer as float32 tensors (copies)."""
+    return lif.beta.detach().clone(), lif.threshold.detach().clone()
+
+
+def ce_count_loss(spikes: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy with the output spike counts Σ_t S_t as logits (same as ``snntorch.functional.ce_count_loss``).
+
+    Args:
+        spikes: output spikes [T, B, C].
+        labels: class indices [B].
+    """
+    return F.cross_entropy(spikes.sum(0), labels)
+
+
+class StepNetwork(nn.Module):
+    """Base of the baselines' networks: holds the lfp-snn model's stateless layers (shared, not copied) and one
+    library neuron per LIF layer; ``spike_counts`` holds Σ_{t,b} spikes per neuron of each LIF layer (keyed by
+    the lfp-snn layer name) after every forward."""
+
+    library = "?"
+
+    def __init__(self, model: nn.Module, make_neuron: Callable[[LIF], nn.Module]) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self.neuron: list[bool] = []
+        layers = []
+        for name, m in step_layers(model):
+            self.names.append(name)
+            self.neuron.append(isinstance(m, LIF))
+            layers.append(make_neuron(m) if isinstance(m, LIF) else m)
+        self.layers = nn.ModuleList(layers)
+        self.spike_counts: dict[str, Tensor] = {}
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() < 2 or x.shape[0] < 1:
+            raise ValueError(f"expected a time-first input [T, B, ...], got shape {list(x.shape)}")
+
+
+def bptt_method(
+    trainer: Trainer, net: StepNetwork, loss_fn: Callable[[Tensor, Tensor], Tensor]
+) -> Callable[[Tensor, Tensor], StepOutput]:
+    """A training step for :data:`lfp_snn.training.METHODS`: forward through ``net`` (T steps), loss on the
+    output spikes, ``loss.backward()`` into the shared parameters' ``.grad``; the trainer then clips and steps
+    its optimiser."""
+    from ..training import StepOutput
+
+    if trainer.config.input_noise > 0:
+        warnings.warn(
+            f"input_noise={trainer.config.input_noise} is an LFP option; the {net.library} BPTT baseline trains "
+            "without it",
+            stacklevel=3,
+        )
+
+    def step(x: Tensor, y: Tensor) -> StepOutput:
+        trainer.optimizer.zero_grad(set_to_none=False)
+        spikes = net(x)
+        loss = loss_fn(spikes, y)
+        loss.backward()
+        return StepOutput(spikes.detach(), float(loss.detach()), dict(net.spike_counts))
+
+    step.network = net  # type: ignore[attr-defined]  # for inspection and tests
+    return step
+
+
+def _require_spiking(trainer: Trainer, name: str) -> None:
+    if not trainer.spiking:
+        raise ValueError(
+            f"method {name!r} trains spiking models; arch {trainer.model_config.arch!r} is an ANN"
+        )
+
+
+def surrogate_slope(trainer: Trainer, key: str = "surrogate_slope", default: float = DEFAULT_SLOPE) -> float:
+    """A surrogate slope k from ``TrainConfig.extra[key]`` (snntorch: ``surrogate_slope``, default 25;
+    norse: ``norse_slope``, default 1)."""
+    k = float(trainer.config.extra.get(key, default))
+    if not k > 0 or k != k or k == float("inf"):
+        raise ValueError(f"{key} must be a finite number > 0, got {k}")
+    return k
+
+
+def snntorch_method(trainer: Trainer) -> Callable[[Tensor, Tensor], StepOutput]:
+    """``METHODS["bptt-snntorch"]``: BPTT with snntorch (see :mod:`lfp_snn.baselines.snntorch_bptt`)."""
+    _require_spiking(trainer, "bptt-snntorch")
+    from .snntorch_bptt import SnnTorchNetwork, snntorch_loss
+
+    net = SnnTorchNetwork(trainer.model, slope=surrogate_slope(trainer)).to(trainer.device)
+    return bptt_method(trainer, net, snntorch_loss())
+
+
+def norse_method(trainer: Trainer) -> Callable[[Tensor, Tensor], StepOutput]:
+    """``METHODS["bptt-norse"]``: BPTT with norse (see :mod:`lfp_snn.baselines.norse_bptt`)."""
+    _require_spiking(trainer, "bptt-norse")
+    from .norse_bptt import NORSE_SLOPE, NorseNetwork
+
+    net = NorseNetwork(trainer.model, slope=surrogate_slope(trainer, "norse_slope", NORSE_SLOPE))
+    net = net.to(trainer.device)
+    return bptt_method(trainer, net, ce_count_loss)
+
+
+def register(methods: MutableMapping | None = None) -> None:
+    """Add ``bptt-snntorch`` and ``bptt-norse`` to ``methods`` (default :data:`lfp_snn.training.METHODS`);
+    calling it again is harmless."""
+    if methods is None:
+        from ..training import METHODS as methods
+    methods["bptt-snntorch"] = snntorch_method
+    methods["bptt-norse"] = norse_method
+
+
+def require(module: str, baseline: str):
+    """Import ``module`` (snntorch or norse) or raise an ImportError that says how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        root = module.split(".")[0]
+        raise ImportError(
+            f"the {baseline} baseline needs the {root!r} package, which is not importable here ({e}); install "
+            f"it next to your torch without letting pip replace torch, e.g. `pip install --no-deps {root}` "
+            f"(snntorch also comes with `pip install 'lfp-snn[baselines]'`)"
+        ) from e
+
+
+register()
+
+__all__ = [
+    "BASELINES",
+    "DEFAULT_SLOPE",
+    "StepNetwork",
+    "bptt_method",
+    "ce_count_loss",
+    "norse_method",
+    "register",
+    "require",
+    "snntorch_method",
+    "step_layers",
+]
