@@ -1,0 +1,199 @@
+"""lfp_snn.compare: the method comparison (API and ``lfp-snn compare``), pruning, memory measurement, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lfp_snn import cli
+from lfp_snn import compare as cmp
+from lfp_snn.data import load_dataset
+from lfp_snn.encoders import get_encoder
+from lfp_snn.models import ModelConfig, build_model
+from lfp_snn.training import TrainConfig
+
+pytest.importorskip("snntorch")
+pytest.importorskip("norse")
+
+METHODS = ["lfp-epsilon", "bptt-snntorch", "bptt-norse"]
+SEEDS = [0, 1]
+PNGS = ["accuracy.png", "time.png", "pruning.png", "summary.png"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: these small networks gain nothing from more, and on a busy machine OpenMP threads
+    that wait for each other make every op a hundred times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    train, test = load_dataset("digits")
+    return train.subset(200, seed=0), test.subset(120, seed=0)
+
+
+def _configs(name, method, rule, seed):
+    mc = ModelConfig(input_shape=(1, 8, 8))
+    tc = TrainConfig(
+        method=method, rule=rule, steps=4, epochs=2, batch_size=32, lr=3e-3, seed=seed, progress=False
+    )
+    return mc, tc
+
+
+@pytest.fixture(scope="module")
+def compared(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    train, test = data
+    results = cmp.compare(METHODS, SEEDS, train, test, _configs, out, log=None, meta={"note": "test"})
+    return out, results
+
+
+@pytest.mark.slow
+def test_one_row_per_method_and_seed(compared):
+    out, results = compared
+    assert [(r["method"], r["seed"]) for r in results] == [(m, s) for m in METHODS for s in SEEDS]
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], int(r["seed"])) for r in rows] == [(m, s) for m in METHODS for s in SEEDS]
+    assert {"test_accuracy", "epoch_time_s", "peak_memory_mib", "memory_measure", "spike_rate"} <= set(
+        rows[0]
+    )
+    assert {f"prune_{p}" for p in (0, 25, 50, 75, 90, 95)} <= set(rows[0])
+    with open(out / "epochs.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(METHODS) * len(SEEDS) * 2
+    md = (out / "results.md").read_text()
+    for m in METHODS:
+        assert md.count(f"| {m} |") == len(SEEDS) + 1  # the runs and the per-method summary
+    assert "peak RSS increase" in md and "note: test" in md
+    assert json.loads((out / "results.json").read_text())["meta"] == {"note": "test"}
+    for name in PNGS:
+        blob = (out / name).read_bytes()
+        assert blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) > 10_000, name
+    assert (out / "runs" / "bptt-norse_seed1" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_metrics_are_sane(compared):
+    _, results = compared
+    for r in results:
+        assert r["test_accuracy"] > 0.2, r["method"]  # chance is 0.1
+        assert 0 < r["spike_rate"] < 1
+        assert 0 < r["sign_changed"] < 0.5
+        assert r["epoch_time_s"] > 0 and r["peak_memory_mib"] >= 0
+        assert len(r["epochs"]) == 2 and r["epochs"][0]["time_s"] > 0
+        assert 0 < r["epochs"][-1]["train_spike_rate"] < 1
+
+
+@pytest.mark.slow
+def test_unpruned_accuracy_is_exactly_the_evaluation(compared):
+    """0% pruning evaluates the trained model itself: the same accuracy as the Trainer's last evaluation."""
+    _, results = compared
+    for r in results:
+        assert r["pruning"][0.0] == r["test_accuracy"] == r["epochs"][-1]["test_accuracy"]
+        curve = [r["pruning"][f] for f in cmp.PRUNE_FRACTIONS]
+        assert curve[-1] <= curve[0] + 0.05  # removing 95% of the weights does not help
+        assert curve[-1] < 0.5
+
+
+@pytest.mark.slow
+def test_cli_compare(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["lfp_snn.compare"])
+    out = tmp_path / "cli"
+    argv = ["compare", "--methods", "lfp-epsilon", "bptt-snntorch", "--subset", "100", "--test-subset", "60"]
+    argv += ["-T", "3", "--epochs", "1", "--seeds", "3", "--prune", "0", "50", "--out", str(out)]
+    argv += ["--lr-for", "bptt-snntorch=0.002"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "result bptt-snntorch seed 3" in printed
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["seed"]) for r in rows] == [("lfp-epsilon", "3"), ("bptt-snntorch", "3")]
+    assert set(rows[0]) >= {"prune_0", "prune_50"} and "prune_90" not in rows[0]
+    assert (
+        json.loads((out / "runs" / "bptt-snntorch_seed3" / "config.json").read_text())["train"]["lr"] == 0.002
+    )
+    assert all((out / p).exists() for p in PNGS)
+
+
+def test_unknown_method_lists_the_methods(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["lfp_snn.compare"])
+    assert cli.main(["compare", "--methods", "lfp-epsilon", "bptt-jax", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'bptt-jax'" in err
+    for name in ("lfp-epsilon", "lfp-zplus-zminus", "bptt-snntorch", "bptt-norse"):
+        assert name in err
+
+
+def test_method_validation():
+    assert cmp.resolve_method("lfp-zplus-zminus") == ("lfp", "zplus-zminus")
+    assert cmp.resolve_method("bptt-norse") == ("bptt-norse", "epsilon")
+    with pytest.raises(ValueError, match="bptt-snntorch"):
+        cmp.resolve_method("lfp-nonsense")
+    with pytest.raises(ValueError, match="twice"):
+        cmp.check_methods(["bptt-norse", "bptt-norse"])
+    with pytest.raises(ValueError, match="no methods"):
+        cmp.check_methods([])
+    with pytest.raises(ValueError, match="METHOD=LR"):
+        cmp._lr_overrides(["bptt-norse:0.1"])
+
+
+def test_prune_by_magnitude():
+    model = build_model(ModelConfig(), seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    pruned = cmp.prune_by_magnitude(model, 0.5)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n])  # the original is untouched
+    for (n, p), (_, q) in zip(model.named_parameters(), pruned.named_parameters()):
+        if n.endswith("bias"):
+            assert torch.equal(p, q)
+            continue
+        zero = q == 0
+        assert int(zero.sum()) == round(0.5 * p.numel())
+        assert p.abs()[zero].max() <= p.abs()[~zero].min()  # the smallest magnitudes went
+        assert torch.equal(q[~zero], p[~zero])
+    same = cmp.prune_by_magnitude(model, 0.0)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), same.parameters()))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        cmp.prune_by_magnitude(model, 1.5)
+
+
+def test_evaluate_is_reproducible_with_a_random_encoder(data):
+    _, test = data
+    model = build_model(ModelConfig(), seed=0)
+    enc = get_encoder("rate", 5)
+    a = cmp.evaluate(model, test, enc, spiking=True, seed=7)
+    b = cmp.evaluate(model, test, enc, spiking=True, seed=7)
+    assert a == b and 0 <= a["spike_rate"] <= 1
+
+
+def test_peak_memory_sees_an_allocation():
+    with cmp.PeakMemory("cpu") as pm:
+        big = torch.ones(64 * 2**20 // 4)  # 64 MiB
+        big += 1
+        with pm.paused():
+            huge = torch.ones(256 * 2**20 // 4)
+            huge += 1
+            del huge
+    assert 48 * 2**20 < pm.peak < 200 * 2**20
+    assert pm.kind
+    del big
+
+
+def test_ann_models_compare_too(data, tmp_path):
+    train, test = data
+
+    def configs(name, method, rule, seed):
+        mc = ModelConfig(arch="mlp", input_shape=(1, 8, 8), hidden=(32,))
+        return mc, TrainConfig(method=method, rule=rule, epochs=1, seed=seed, progress=False)
+
+    results = cmp.compare(["lfp-epsilon", "gradient"], [0], train, test, configs, tmp_path, log=None)
+    assert len(results) == 2 and all(r["spike_rate"] != r["spike_rate"] for r in results)  # NaN: no spikes
+    assert isinstance(build_model(ModelConfig(arch="mlp", hidden=(32,))), nn.Sequential)
