@@ -1,0 +1,621 @@
+"""Export spiking models to NIR (the Neuromorphic Intermediate Representation) and import them back.
+
+The graph is built directly from ``nir`` nodes, one chain ``Input -> ... -> Output``:
+
+    nn.Linear   -> nir.Affine (nir.Linear when bias=False)     nn.Conv2d -> nir.Conv2d
+    nn.Flatten  -> nir.Flatten (dropped when the sample is already 1-D: it is the identity there)
+    nn.AvgPool2d -> nir.AvgPool2d                               nn.Dropout -> nothing (inference)
+    LIF (β < 1) -> nir.LIF                                      LIF (β = 1) -> nir.IF
+    nn.MaxPool2d -> error (``maxpool="error"``), or ``maxpool="spiking"``: nir.SumPool2d followed by an
+                   nir.IF gate (θ = dt/2, r = 1, reset to 0) -- exact for binary spike inputs, see below.
+
+Discrete -> continuous mapping (forward Euler with step ``dt``). NIR's LIF is
+``τ dv/dt = (v_leak - v) + R I``; one Euler step gives ``v_t = (1 - dt/τ) v_{t-1} + (dt R / τ) I_t``. With
+
+    τ = dt / (1 - β),   R = 1 / (1 - β)  (= τ / dt),   v_leak = 0,   v_threshold = θ,   v_reset = 0
+
+this is exactly ``U_t = β U_{t-1} + I_t`` -- the same mapping snntorch's ``export_to_nir`` writes
+(``tau_mem = dt/(1-beta)``, ``r = tau_mem/dt``) and its ``import_from_nir`` inverts (``beta = 1 - dt/tau``,
+input scale ``r dt / tau``). For β = 1 the neuron is an ``nir.IF`` (``dv/dt = R I``) with ``R = 1/dt``.
+``fold_r=True`` moves R into the weights of the layer below (``W <- R W``, ``b <- R b``, node ``r = 1``): the
+same dynamics, for tools that ignore ``r`` (norse warns and ignores it).
+
+What NIR cannot say, and what we do about it:
+
+* reset by subtraction and the delayed reset (the toolkit's reference neuron) -- NIR's LIF resets to
+  ``v_reset`` in the step it fires. The exporter warns and records ``reset`` / ``reset_delay`` in every LIF
+  node's metadata, so :func:`import_nir` restores the exact neuron; other tools run reset-to-zero without
+  delay. ``convert_reset="zero"`` (or :func:`convert_reset`) rewrites a copy of the model to that neuron
+  before export -- the behaviour changes, fine-tune the converted model before deploying it.
+* max pooling -- no NIR node. For binary spikes, ``max(x) = H(sum(x) - 1/2)``; ``maxpool="spiking"`` writes
+  ``SumPool2d -> IF(r=1, θ=dt/2, v_reset=0)``: the IF's membrane is 0 at the start of every step (it either
+  fired and reset to 0, or received nothing), so it fires exactly when the window holds a spike. It is exact
+  only when the pool's input is spikes (we check that a LIF comes before it), and only for tools that run
+  NIR's IF as written (snntorch's importer maps IF to a leaky, subtract-reset neuron with β = 0.9 and gets
+  it wrong). Both nodes carry ``substitute = "MaxPool2d"`` so :func:`import_nir` restores the MaxPool2d.
+
+Graph metadata: ``producer``, ``format``, ``dt``, ``integration = "forward-euler"``, ``time_first``, the
+model's input shape, and a one-line statement of the mapping.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..network import SpikingSequential
+from ..neurons.lif import LIF
+
+FORMAT = 1
+MAXPOOL_MODES = ("error", "spiking")
+MAPPING = "tau = dt/(1-beta), r = 1/(1-beta), v_leak = 0, v_threshold = theta, v_reset = 0; beta = 1 -> IF, r = 1/dt"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def load_model(model_or_folder) -> tuple[nn.Module, dict | None]:
+    """(model in eval mode, checkpoint config or None) from a module or a checkpoint folder.
+
+    A folder whose ``model.pt`` does not fit its ``config.json`` raises ValueError (from load_checkpoint).
+    """
+    if isinstance(model_or_folder, nn.Module):
+        return model_or_folder.eval(), None
+    if isinstance(model_or_folder, (str, os.PathLike)):
+        from ..checkpoint import load_checkpoint
+
+        model, cfg = load_checkpoint(model_or_folder)
+        return model.eval(), cfg
+    raise TypeError(f"expected an nn.Module or a checkpoint folder, got {type(model_or_folder).__name__}")
+
+
+def convert_reset(model: nn.Module, reset: str = "zero", reset_delay: bool = False) -> nn.Module:
+    """A deep copy of ``model`` whose LIF layers use ``reset`` / ``reset_delay`` (default: NIR's neuron,
+    reset to zero in the step it fires). The spikes change; fine-tune the copy before deploying it."""
+    out = copy.deepcopy(model)
+    for m in out.modules():
+        if isinstance(m, LIF):
+            m.reset = reset
+            m.reset_delay = reset_delay
+    return out
+
+
+_convert_reset = convert_reset  # export_nir's argument of the same name shadows it
+
+
+def _flat_layers(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    if isinstance(model, nn.Sequential):
+        out = []
+        for name, child in model.named_children():
+            out += _flat_layers(child, f"{prefix}{name}.")
+        return out
+    return [(prefix[:-1] or "<model>", model)]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _neuron_array(value: torch.Tensor, shape: tuple[int, ...], what: str, layer: str) -> np.ndarray:
+    v = _np(value).astype(np.float64)
+    try:
+        return np.ascontiguousarray(np.broadcast_to(v, shape))
+    except ValueError:
+        raise ValueError(
+            f"LIF layer {layer!r}: {what} of shape {list(v.shape)} does not broadcast to the neuron shape "
+            f"{list(shape)}"
+        ) from None
+
+
+def _infer_input_shape(layers: list[tuple[str, nn.Module]]) -> tuple[int, ...]:
+    for name, m in layers:
+        if isinstance(m, nn.Linear):
+            return (m.in_features,)
+        if isinstance(m, (nn.Flatten, nn.Dropout)):
+            continue
+        raise ValueError(
+            f"cannot infer the input shape from layer {name!r} ({type(m).__name__}); pass input_shape=(C, H, W) "
+            "or export from a checkpoint folder (its config.json holds the input shape)"
+        )
+    raise ValueError("the model has no layers to export")
+
+
+def _out_shape(m: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if isinstance(m, (LIF, nn.Dropout)):
+        return shape
+    p = next(iter(m.parameters()), None)
+    with torch.no_grad():
+        x = torch.zeros(1, *shape, dtype=torch.float32 if p is None else p.dtype)
+        return tuple(m(x).shape[1:])
+
+
+def _pair(v) -> np.ndarray:
+    return np.array(v if isinstance(v, (tuple, list)) else (v, v), dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+
+class _Ctx:
+    """What the per-layer exporters share: dt, options, and the nodes written so far."""
+
+    def __init__(self, dt: float, maxpool: str, fold_r: bool) -> None:
+        self.dt, self.maxpool, self.fold_r = dt, maxpool, fold_r
+        self.nodes: list[tuple[str, object]] = []  # (name, nir node), in order
+        self.prev_kind: str | None = None  # "spikes" after a LIF (pooling and flatten keep it)
+        self.warned: set[str] = set()
+
+
+def _ex_linear(ctx: _Ctx, name: str, m: nn.Linear, in_shape, out_shape):
+    import nir
+
+    w = _np(m.weight).astype(np.float32)
+    if m.bias is None:
+        return [("linear", nir.Linear(weight=w))]
+    return [("affine", nir.Affine(weight=w, bias=_np(m.bias).astype(np.float32)))]
+
+
+def _ex_conv2d(ctx: _Ctx, name: str, m: nn.Conv2d, in_shape, out_shape):
+    import nir
+
+    if m.padding_mode != "zeros":
+        raise ValueError(f"layer {name!r}: Conv2d padding_mode={m.padding_mode!r} has no NIR equivalent")
+    bias = np.zeros(m.out_channels, np.float32) if m.bias is None else _np(m.bias).astype(np.float32)
+    padding = m.padding if isinstance(m.padding, str) else tuple(int(p) for p in m.padding)
+    node = nir.Conv2d(
+        input_shape=tuple(int(s) for s in in_shape[1:]),
+        weight=_np(m.weight).astype(np.float32),
+        stride=tuple(int(s) for s in m.stride),
+        padding=padding,
+        dilation=tuple(int(d) for d in m.dilation),
+        groups=int(m.groups),
+        bias=bias,
+    )
+    return [("conv2d", node)]
+
+
+def _ex_flatten(ctx: _Ctx, name: str, m: nn.Flatten, in_shape, out_shape):
+    import nir
+
+    if tuple(in_shape) == tuple(out_shape):
+        return []  # a 1-D sample: the identity (and importers that keep the batch axis mishandle it)
+    start = m.start_dim - 1 if m.start_dim > 0 else m.start_dim
+    end = m.end_dim - 1 if m.end_dim > 0 else m.end_dim
+    return [("flatten", nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=start, end_dim=end))]
+
+
+def _pool_args(name: str, m):
+    if getattr(m, "ceil_mode", False):
+        raise ValueError(f"layer {name!r}: ceil_mode=True has no NIR equivalent")
+    stride = m.kernel_size if m.stride is None else m.stride
+    return _pair(m.kernel_size), _pair(stride), _pair(m.padding)
+
+
+def _ex_avgpool(ctx: _Ctx, name: str, m: nn.AvgPool2d, in_shape, out_shape):
+    import nir
+
+    if m.divisor_override is not None or (not m.count_include_pad and np.any(_pair(m.padding))):
+        raise ValueError(
+            f"layer {name!r}: AvgPool2d with divisor_override/count_include_pad=False has no NIR node"
+        )
+    k, s, p = _pool_args(name, m)
+    return [("avgpool2d", nir.AvgPool2d(kernel_size=k, stride=s, padding=p))]
+
+
+def _ex_maxpool(ctx: _Ctx, name: str, m: nn.MaxPool2d, in_shape, out_shape):
+    import nir
+
+    if ctx.maxpool == "error":
+        raise ValueError(
+            f"layer {name!r} (MaxPool2d) cannot be expressed in NIR; export with maxpool='spiking' (SumPool2d + "
+            "an IF gate, exact for spike inputs), or replace it by AvgPool2d and fine-tune"
+        )
+    if ctx.prev_kind != "spikes":
+        raise ValueError(
+            f"layer {name!r}: the maxpool='spiking' substitute is exact only on binary spikes, but its input "
+            "does not come from a LIF layer"
+        )
+    if _pair(m.dilation).max() != 1:
+        raise ValueError(f"layer {name!r}: MaxPool2d with dilation has no NIR substitute")
+    k, s, p = _pool_args(name, m)
+    shape = tuple(int(v) for v in out_shape)
+    meta = {"substitute": "MaxPool2d"}
+    pool = nir.SumPool2d(kernel_size=k, stride=s, padding=p, metadata=dict(meta))
+    gate = nir.IF(
+        r=np.ones(shape),
+        v_threshold=np.full(shape, ctx.dt / 2),
+        v_reset=np.zeros(shape),
+        metadata=dict(meta),
+    )
+    return [("sumpool2d", pool), ("maxgate", gate)]
+
+
+def _fold_into_previous(ctx: _Ctx, name: str, scale: np.ndarray) -> None:
+    """W <- diag(scale) W for the node that makes this LIF's current (fold_r=True)."""
+    import nir
+
+    if not ctx.nodes or not isinstance(ctx.nodes[-1][1], (nir.Affine, nir.Linear, nir.Conv2d)):
+        raise ValueError(f"fold_r=True needs an Affine/Linear/Conv2d right before LIF layer {name!r}")
+    node_name, node = ctx.nodes[-1]
+    if isinstance(node, nir.Conv2d):
+        per_channel = scale.reshape(scale.shape[0], -1)
+        if not np.all(per_channel == per_channel[:, :1]):
+            raise ValueError(
+                f"fold_r=True: LIF layer {name!r} has β varying inside a channel; cannot fold into a conv"
+            )
+        s = per_channel[:, 0]
+        node.weight = (node.weight * s[:, None, None, None]).astype(np.float32)
+        node.bias = (node.bias * s).astype(np.float32)
+    else:
+        node.weight = (node.weight * scale.reshape(-1, 1)).astype(np.float32)
+        if isinstance(node, nir.Affine):
+            node.bias = (node.bias * scale.reshape(-1)).astype(np.float32)
+
+
+def _ex_lif(ctx: _Ctx, name: str, m: LIF, in_shape, out_shape):
+    import nir
+
+    shape = tuple(int(v) for v in out_shape)
+    beta = _neuron_array(m.beta, shape, "beta", name)
+    thr = _neuron_array(m.threshold, shape, "threshold", name)
+    if m.reset != "zero" or m.reset_delay:
+        key = f"{m.reset}/{m.reset_delay}"
+        if key not in ctx.warned:
+            ctx.warned.add(key)
+            warnings.warn(
+                f"NIR has no reset={m.reset!r} with reset_delay={m.reset_delay} (LIF {name!r}): NIR's LIF resets to "
+                "v_reset in the step it fires. The reset is recorded in the node metadata, so lfp_snn.export."
+                "import_nir restores it exactly, but other tools will run reset-to-zero without delay. Use "
+                "convert_reset='zero' to export that neuron explicitly (and fine-tune).",
+                stacklevel=4,
+            )
+    meta = {"reset": m.reset, "reset_delay": bool(m.reset_delay), "dt": float(ctx.dt)}
+    ones = np.ones(shape)
+    if np.all(beta == 1.0):
+        r = ones / ctx.dt
+        if ctx.fold_r:
+            _fold_into_previous(ctx, name, r)
+            r = ones.copy()
+        node = nir.IF(r=r, v_threshold=thr, v_reset=np.zeros(shape), metadata=meta)
+        return [("if", node)]
+    if np.any(beta == 1.0):
+        raise ValueError(
+            f"LIF layer {name!r} mixes β = 1 and β < 1 neurons; NIR needs one node type per layer"
+        )
+    tau = ctx.dt / (1.0 - beta)
+    r = 1.0 / (1.0 - beta)
+    if ctx.fold_r:
+        _fold_into_previous(ctx, name, r)
+        r = ones.copy()
+    node = nir.LIF(
+        tau=tau, r=r, v_leak=np.zeros(shape), v_threshold=thr, v_reset=np.zeros(shape), metadata=meta
+    )
+    return [("lif", node)]
+
+
+def _ex_skip(ctx, name, m, in_shape, out_shape):
+    return []
+
+
+EXPORTERS: dict[type, Callable] = {
+    nn.Linear: _ex_linear,
+    nn.Conv2d: _ex_conv2d,
+    nn.Flatten: _ex_flatten,
+    nn.AvgPool2d: _ex_avgpool,
+    nn.MaxPool2d: _ex_maxpool,
+    LIF: _ex_lif,
+    nn.Dropout: _ex_skip,
+}
+
+
+def to_nir_graph(
+    model: nn.Module,
+    dt: float = 1e-3,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    maxpool: str = "error",
+    fold_r: bool = False,
+):
+    """The ``nir.NIRGraph`` of a spiking ``model`` (no file written). See the module docstring."""
+    import nir
+
+    if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+    if maxpool not in MAXPOOL_MODES:
+        raise ValueError(f"maxpool must be one of {MAXPOOL_MODES}, got {maxpool!r}")
+    layers = _flat_layers(model)
+    if not any(isinstance(m, LIF) for _, m in layers):
+        raise ValueError("the model has no LIF layer: NIR export is for spiking models")
+    for name, m in layers:
+        if type(m) not in EXPORTERS:
+            raise ValueError(
+                f"layer {name!r} of type {type(m).__name__} cannot be exported to NIR; supported: "
+                f"{', '.join(sorted(t.__name__ for t in EXPORTERS))}"
+            )
+    shape = tuple(int(s) for s in (input_shape or _infer_input_shape(layers)))
+    ctx = _Ctx(float(dt), maxpool, fold_r)
+    counts: dict[str, int] = {}
+    input_shape_ = shape
+    for name, m in layers:
+        out_shape = _out_shape(m, shape)
+        for kind, node in EXPORTERS[type(m)](ctx, name, m, shape, out_shape):
+            node_name = f"{kind}{counts.get(kind, 0)}"
+            counts[kind] = counts.get(kind, 0) + 1
+            node.metadata = {**node.metadata, "torch_layer": name}
+            ctx.nodes.append((node_name, node))
+        if isinstance(m, LIF):
+            ctx.prev_kind = "spikes"
+        elif not isinstance(m, (nn.Flatten, nn.Dropout, nn.MaxPool2d)):
+            ctx.prev_kind = None
+        shape = out_shape
+    nodes = {"input": nir.Input(input_type=np.array(input_shape_))}
+    nodes.update(ctx.nodes)
+    nodes["output"] = nir.Output(output_type=np.array(shape))
+    names = list(nodes)
+    edges = list(zip(names[:-1], names[1:]))
+    meta = {
+        "producer": "lfp_snn",
+        "format": FORMAT,
+        "dt": float(dt),
+        "integration": "forward-euler",
+        "time_first": True,
+        "input_shape": np.array(input_shape_, dtype=np.int64),
+        "mapping": MAPPING + ("; r folded into the weights (fold_r)" if fold_r else ""),
+    }
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
+def export_nir(
+    model_or_checkpoint_folder: nn.Module | str | os.PathLike,
+    path: str | os.PathLike | None,
+    dt: float = 1e-3,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    maxpool: str = "error",
+    convert_reset: str | None = None,
+    fold_r: bool = False,
+):
+    """Write a spiking model (or a checkpoint folder) as a NIR file at ``path``; return the ``nir.NIRGraph``.
+
+    Args:
+        dt: the time step in seconds that the discrete model stands for (graph metadata ``dt``).
+        input_shape: one sample's shape; read from the checkpoint's config, or inferred from a first Linear.
+        maxpool: ``"error"`` (default) or ``"spiking"`` (SumPool2d + IF gate, exact on spike inputs).
+        convert_reset: ``None`` keeps the neurons (warning when NIR cannot express their reset);
+            ``"zero"`` exports a copy with reset-to-zero and no delay -- a different model, to fine-tune.
+        fold_r: put R = 1/(1-β) into the weights and write r = 1 (for tools that ignore ``r``).
+    ``path=None`` builds the graph without writing. The file is written to a temporary name beside ``path``
+    and renamed into place, so a failed export leaves no partial file.
+    """
+    import nir
+
+    model, cfg = load_model(model_or_checkpoint_folder)
+    if input_shape is None and cfg is not None:
+        input_shape = tuple(cfg["model"]["input_shape"])
+    if convert_reset is not None:
+        if convert_reset != "zero":
+            raise ValueError(f"convert_reset must be None or 'zero' (NIR's neuron), got {convert_reset!r}")
+        model = _convert_reset(model, "zero", False)
+    graph = to_nir_graph(model, dt, input_shape=input_shape, maxpool=maxpool, fold_r=fold_r)
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            nir.write(tmp, graph)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return graph
+
+
+# ------------------------------------------------------------------------------------------------ import
+
+
+def _meta(node) -> dict:
+    out = {}
+    for k, v in (getattr(node, "metadata", None) or {}).items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def _uniform(a: np.ndarray):
+    a = np.asarray(a, dtype=np.float64)
+    return float(a.flat[0]) if a.size and np.all(a == a.flat[0]) else None
+
+
+def _param(a: np.ndarray) -> torch.Tensor | float:
+    u = _uniform(a)
+    return u if u is not None else torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=torch.float32)
+
+
+def _snap(x: np.ndarray) -> np.ndarray:
+    """Undo float noise of order 1e-12 around 1 (dt R / τ for our own graphs is 1 up to rounding)."""
+    return np.where(np.abs(x - 1.0) < 1e-9, 1.0, x)
+
+
+class _ImportCtx:
+    def __init__(self, dt: float) -> None:
+        self.dt = dt
+
+
+def _im_linear(ctx, name, node):
+    w = torch.as_tensor(np.asarray(node.weight, dtype=np.float32))
+    bias = getattr(node, "bias", None)
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        if bias is not None:
+            lin.bias.copy_(torch.as_tensor(np.asarray(bias, dtype=np.float32)))
+    return [lin]
+
+
+def _im_conv2d(ctx, name, node):
+    w = torch.as_tensor(np.asarray(node.weight, dtype=np.float32))
+    padding = (
+        node.padding if isinstance(node.padding, str) else tuple(int(p) for p in np.atleast_1d(node.padding))
+    )
+    conv = nn.Conv2d(
+        w.shape[1] * int(node.groups),
+        w.shape[0],
+        tuple(w.shape[2:]),
+        stride=tuple(int(s) for s in np.atleast_1d(node.stride)),
+        padding=padding,
+        dilation=tuple(int(d) for d in np.atleast_1d(node.dilation)),
+        groups=int(node.groups),
+    )
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(torch.as_tensor(np.asarray(node.bias, dtype=np.float32)))
+    return [conv]
+
+
+def _im_flatten(ctx, name, node):
+    start = int(node.start_dim)
+    end = int(node.end_dim)
+    return [nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)]
+
+
+def _pool_kw(node) -> dict:
+    def t(v):
+        return tuple(int(x) for x in np.broadcast_to(np.atleast_1d(v), (2,)))
+
+    return {"kernel_size": t(node.kernel_size), "stride": t(node.stride), "padding": t(node.padding)}
+
+
+def _im_sumpool(ctx, name, node):
+    if _meta(node).get("substitute") == "MaxPool2d":
+        return [nn.MaxPool2d(**_pool_kw(node))]
+    return [nn.AvgPool2d(**_pool_kw(node), divisor_override=1)]  # a sum pool
+
+
+def _im_avgpool(ctx, name, node):
+    return [nn.AvgPool2d(**_pool_kw(node))]
+
+
+def _lif_from(name: str, node, beta: np.ndarray, scale: np.ndarray) -> LIF:
+    meta = _meta(node)
+    if not np.allclose(np.asarray(node.v_reset, dtype=np.float64), 0.0):
+        raise ValueError(
+            f"NIR node {name!r}: v_reset != 0 is not supported (lfp_snn's LIF resets to 0 or by θ)"
+        )
+    thr = np.asarray(node.v_threshold, dtype=np.float64) / scale
+    reset = str(meta.get("reset", "zero"))
+    delay = bool(meta.get("reset_delay", False))
+    return LIF(_param(beta), _param(thr), reset, delay)
+
+
+def _im_lif(ctx, name, node):
+    if not np.allclose(np.asarray(node.v_leak, dtype=np.float64), 0.0):
+        raise ValueError(f"NIR node {name!r}: v_leak != 0 is not supported")
+    tau = np.asarray(node.tau, dtype=np.float64)
+    beta = 1.0 - ctx.dt / tau
+    if np.any(beta <= 0) or np.any(beta > 1):
+        raise ValueError(
+            f"NIR node {name!r}: tau (min {tau.min():.3g} s) with dt = {ctx.dt} gives β outside (0, 1]; "
+            "is dt right? (import_nir(..., dt=...))"
+        )
+    # U_t = β U_{t-1} + s I_t with s = dt R / τ; dividing U by s gives our LIF with threshold θ / s.
+    scale = _snap(ctx.dt * np.asarray(node.r, dtype=np.float64) / tau)
+    return [_lif_from(name, node, beta, scale)]
+
+
+def _im_if(ctx, name, node):
+    if _meta(node).get("substitute") == "MaxPool2d":
+        return []  # the gate of a max-pool substitute: the MaxPool2d already restored by _im_sumpool
+    scale = _snap(ctx.dt * np.asarray(node.r, dtype=np.float64))
+    return [_lif_from(name, node, np.ones_like(scale), scale)]
+
+
+def _im_skip(ctx, name, node):
+    return []
+
+
+def _importers() -> dict:
+    import nir
+
+    return {
+        nir.Input: _im_skip,
+        nir.Output: _im_skip,
+        nir.Affine: _im_linear,
+        nir.Linear: _im_linear,
+        nir.Conv2d: _im_conv2d,
+        nir.Flatten: _im_flatten,
+        nir.SumPool2d: _im_sumpool,
+        nir.AvgPool2d: _im_avgpool,
+        nir.LIF: _im_lif,
+        nir.IF: _im_if,
+    }
+
+
+def _chain(graph) -> list[str]:
+    import nir
+
+    succ: dict[str, list[str]] = {}
+    pred: dict[str, int] = {}
+    for a, b in graph.edges:
+        succ.setdefault(a, []).append(b)
+        pred[b] = pred.get(b, 0) + 1
+    starts = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
+    if len(starts) != 1:
+        raise ValueError(f"expected exactly one Input node, found {len(starts)}: {starts}")
+    order, cur = [], starts[0]
+    while True:
+        order.append(cur)
+        nxt = succ.get(cur, [])
+        if not nxt:
+            break
+        if len(nxt) > 1 or pred.get(nxt[0], 0) > 1 or nxt[0] in order:
+            raise ValueError(
+                f"import_nir reads feed-forward chains only; node {cur!r} branches or loops to {nxt}"
+            )
+        cur = nxt[0]
+    if len(order) != len(graph.nodes):
+        missing = sorted(set(graph.nodes) - set(order))
+        raise ValueError(f"nodes not on the Input -> Output chain: {missing}")
+    return order
+
+
+def import_nir(path_or_graph, dt: float | None = None) -> SpikingSequential:
+    """Read a NIR file (or a ``nir.NIRGraph``) into a :class:`SpikingSequential` (time-first [T, B, ...]).
+
+    ``dt``: the time step for the continuous -> discrete mapping (β = 1 - dt/τ, input scale dt R/τ folded
+    into the threshold). Default: the graph's ``dt`` metadata, else 1e-3 s with a warning. LIF nodes written
+    by :func:`export_nir` get back their reset mode from the metadata; others reset to zero without delay.
+    """
+    import nir
+
+    graph = path_or_graph if isinstance(path_or_graph, nir.NIRGraph) else nir.read(str(path_or_graph))
+    gmeta = _meta(graph)
+    if dt is None:
+        if "dt" in gmeta:
+            dt = float(gmeta["dt"])
+        else:
+            dt = 1e-3
+            warnings.warn("the NIR graph has no 'dt' metadata; assuming dt = 1e-3 s", stacklevel=2)
+    table = _importers()
+    layers: list[nn.Module] = []
+    for name in _chain(graph):
+        node = graph.nodes[name]
+        fn = table.get(type(node))
+        if fn is None:
+            raise ValueError(
+                f"NIR node {name!r} of type {type(node).__name__} is not supported by import_nir; supported: "
+                f"{', '.join(sorted(t.__name__ for t in table))}"
+            )
+        layers += fn(_ImportCtx(dt), name, node)
+    return SpikingSequential(*layers)
