@@ -1,5 +1,46 @@
-"""Export: NIR graphs (export_nir / import_nir). See docs/export.md."""
+"""Export: NIR graphs, fixed-point FPGA bundles, their integer reference simulator and a Verilog check.
 
+    export_nir(model_or_folder, path, dt=1e-3, ...)      -> nir.NIRGraph   (NIR file at path)
+    import_nir(path_or_graph)                            -> SpikingSequential
+    export_fpga(model_or_folder, out_dir, weight_bits=8, mem_bits=16, decay="multiply", inputs=None, ...) -> Path
+    simulate_bundle(bundle_dir, input_spikes)            -> {"layers", "spikes", "output", "counts"}
+    verify_bundle(bundle_dir)                            -> manifest (raises BundleError)
+    run_verilog_check(bundle_dir)                        -> VerilogResult (iverilog + vvp, bit-exact check)
+
+See docs/export.md.
+"""
+
+from .fixed_point import export_fpga, quantize
 from .nir_export import convert_reset, export_nir, import_nir, to_nir_graph
+from .simulator import (
+    BundleError,
+    QuantLayer,
+    QuantNetwork,
+    compare_with_float,
+    load_bundle,
+    simulate,
+    simulate_bundle,
+    verify_bundle,
+)
+from .verilog import VerilogResult, generate_hdl, iverilog_available, run_verilog_check
 
-__all__ = ["convert_reset", "export_nir", "import_nir", "to_nir_graph"]
+__all__ = [
+    "BundleError",
+    "QuantLayer",
+    "QuantNetwork",
+    "VerilogResult",
+    "compare_with_float",
+    "convert_reset",
+    "export_fpga",
+    "export_nir",
+    "generate_hdl",
+    "import_nir",
+    "iverilog_available",
+    "load_bundle",
+    "quantize",
+    "run_verilog_check",
+    "simulate",
+    "simulate_bundle",
+    "to_nir_graph",
+    "verify_bundle",
+]

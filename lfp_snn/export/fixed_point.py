@@ -1,0 +1,611 @@
+"""Fixed-point quantisation of dense spiking MLPs and the FPGA bundle writer.
+
+Quantisation, per dense layer (Linear + LIF):
+
+* one scale ``s`` per layer from max|W|: ``scale="pow2"`` (default) takes the smallest power of two with
+  ``max|W| / s <= 2^(W-1) - 1`` (so the weights are signed ``Qm.n`` with ``n = -log2 s``); ``scale="real"``
+  takes ``s = max|W| / (2^(W-1) - 1)`` (integers times a real factor). ``W`` = ``weight_bits``.
+* ``w_q = sat_W(round(w / s))``, ``b_q = sat_M(round(b / s))``, ``θ_q = round(θ / s)``: bias, threshold and
+  membrane share the weight's scale, so a binary input spike adds ``w_q`` to the accumulator directly.
+  ``round`` is round-half-away-from-zero; ``sat_N`` clamps to ``[-2^(N-1), 2^(N-1) - 1]`` (saturated values
+  are counted in the manifest and warned about). ``θ_q`` must lie in ``[1, 2^(M-1) - 1]`` (``M`` =
+  ``mem_bits``), else ValueError naming the value.
+* decay ``"multiply"``: ``β_q = round(β 2^beta_bits)`` (unsigned, ``beta_bits + 1`` bits so β = 1 fits),
+  ``D(U) = (U β_q) >> beta_bits``. Decay ``"shift"``: ``β ≈ 1 - 2^-k`` with the nearest ``k`` in
+  ``1..mem_bits`` (k = 0 encodes β = 1, no leak), ``D(U) = U - (U >> k)``; a warning gives the effective β.
+* the reset (subtract / zero, delayed or not) is kept as the model has it; see
+  :mod:`lfp_snn.export.simulator` for the exact order of operations.
+
+The bundle takes binary input spikes per step (bit j = flattened input j). A model trained on analogue
+(constant-current) input must be fed an encoded spike train (e.g. Bernoulli/rate encoding of the pixel
+intensities); the bundle does not quantise analogue inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..neurons.lif import LIF
+from .nir_export import _flat_layers, load_model
+from .simulator import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    DECAYS,
+    QuantLayer,
+    QuantNetwork,
+    acc_bits_for,
+    check_spikes,
+    sha256_file,
+    simulate,
+)
+
+SCALES = ("pow2", "real")
+
+ORDER_OF_OPERATIONS = [
+    "for every sample: U[o] = 0 for all neurons of all layers",
+    "for every time step t, layer by layer (layer l's spikes at step t are layer l+1's input at step t):",
+    "  acc[o] = bias[o] + sum over inputs i with s_i = 1 of weight[o][i]   (acc_bits wide: cannot overflow)",
+    "  I[o] = sat_M(acc[o])",
+    "  D = (U[o] * beta[o]) >>> beta_bits   (decay 'multiply', arithmetic shift = floor)",
+    "      or U[o] - (U[o] >>> k[o]), k = 0 meaning D = U[o]   (decay 'shift')",
+    "  reset_delay = 1: r = U[o] > theta[o] (previous step's membrane);",
+    "      subtract: U[o] = sat_M(D + I[o] - (r ? theta[o] : 0));  zero: U[o] = sat_M((r ? 0 : D) + I[o]);",
+    "      S[o] = U[o] > theta[o]",
+    "  reset_delay = 0: U[o] = sat_M(D + I[o]); S[o] = U[o] > theta[o];",
+    "      if S[o]: U[o] = U[o] - theta[o] (subtract) or 0 (zero)",
+    "comparisons are signed and strict; sat_M clamps to [-2^(M-1), 2^(M-1)-1]",
+]
+
+
+# ------------------------------------------------------------------------------------------ quantisation
+
+
+def _round(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def _sat(x: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return np.clip(x, lo, hi).astype(np.int64), int(((x < lo) | (x > hi)).sum())
+
+
+def _dense_pairs(model: nn.Module) -> list[tuple[str, nn.Linear, LIF]]:
+    """[(name, Linear, LIF)] of a dense spiking MLP; ValueError naming the first layer that does not fit."""
+    pairs, pending = [], None
+    for name, m in _flat_layers(model):
+        if isinstance(m, (nn.Flatten, nn.Dropout)):
+            continue
+        if isinstance(m, nn.Linear):
+            if pending is not None:
+                raise ValueError(
+                    f"layer {name!r}: two Linear layers in a row; the bundle needs Linear -> LIF pairs"
+                )
+            pending = (name, m)
+        elif isinstance(m, LIF):
+            if pending is None:
+                raise ValueError(f"layer {name!r}: a LIF without a Linear layer before it")
+            pairs.append((pending[0], pending[1], m))
+            pending = None
+        else:
+            extra = ""
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+                extra = " (conv/pooling models: use export_nir, or the float model; the bundle is dense only)"
+            raise ValueError(
+                f"layer {name!r} of type {type(m).__name__} is not supported by the FPGA bundle, which takes dense "
+                f"spiking MLPs: Flatten, Linear, LIF{extra}"
+            )
+    if pending is not None:
+        raise ValueError(f"layer {pending[0]!r}: the last Linear layer has no LIF after it")
+    if not pairs:
+        raise ValueError("the model has no Linear -> LIF layer to export")
+    return pairs
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().double().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
+
+
+def _per_neuron(v, n: int, what: str, name: str) -> np.ndarray:
+    a = _np(v)
+    if a.size not in (1, n):
+        raise ValueError(f"LIF after layer {name!r}: {what} has {a.size} values for {n} neurons")
+    return np.broadcast_to(a.reshape(-1), (n,)).astype(np.float64).copy()
+
+
+def _check_bits(weight_bits, mem_bits, beta_bits) -> None:
+    for what, v, lo, hi in (("weight_bits", weight_bits, 2, 32), ("mem_bits", mem_bits, 2, 48)):
+        if not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"{what} must be an integer in [{lo}, {hi}], got {v!r}")
+    if not isinstance(beta_bits, int) or not 1 <= beta_bits <= 24:
+        raise ValueError(f"beta_bits must be an integer in [1, 24], got {beta_bits!r}")
+    if mem_bits + beta_bits + 1 > 62:
+        raise ValueError(
+            f"mem_bits + beta_bits = {mem_bits + beta_bits} is too wide for 64-bit products; keep it <= 61"
+        )
+    if weight_bits > mem_bits:
+        raise ValueError(
+            f"weight_bits={weight_bits} > mem_bits={mem_bits}: a single weight would not fit the membrane"
+        )
+
+
+def _quantize_beta(beta: np.ndarray, decay: str, beta_bits: int, mem_bits: int, name: str):
+    if decay == "multiply":
+        q = np.clip(_round(beta * 2**beta_bits), 1, 2**beta_bits).astype(np.int64)
+        eff = q / 2**beta_bits
+        return q, eff
+    ks = np.arange(1, mem_bits + 1)
+    cand = 1.0 - 2.0 ** (-ks)
+    q = np.where(beta >= 1.0, 0, ks[np.abs(beta[:, None] - cand[None, :]).argmin(1)]).astype(np.int64)
+    eff = np.where(q == 0, 1.0, 1.0 - 2.0 ** (-q.astype(np.float64)))
+    if np.any(np.abs(eff - beta) > 1e-12):
+        pairs = sorted({(round(float(b), 6), int(k), float(e)) for b, k, e in zip(beta, q, eff)})
+        shown = ", ".join(f"β={b} -> k={k} (effective β={e:.6g})" for b, k, e in pairs[:4])
+        more = "" if len(pairs) <= 4 else f" and {len(pairs) - 4} more"
+        warnings.warn(
+            f"decay='shift' approximates β by 1 - 2^-k in layer {name!r}: {shown}{more}", stacklevel=4
+        )
+    return q, eff
+
+
+def quantize(
+    model: nn.Module | str | os.PathLike,
+    weight_bits: int = 8,
+    mem_bits: int = 16,
+    decay: str = "multiply",
+    beta_bits: int = 8,
+    scale: str = "pow2",
+    input_shape: tuple[int, ...] | None = None,
+) -> QuantNetwork:
+    """The integer network of a dense spiking MLP (see the module docstring for the rules)."""
+    model, cfg = load_model(model)
+    _check_bits(weight_bits, mem_bits, beta_bits)
+    if decay not in DECAYS:
+        raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    pairs = _dense_pairs(model)
+    if input_shape is None:
+        input_shape = tuple(cfg["model"]["input_shape"]) if cfg is not None else (pairs[0][1].in_features,)
+    if math.prod(input_shape) != pairs[0][1].in_features:
+        raise ValueError(
+            f"input_shape {tuple(input_shape)} has {math.prod(input_shape)} values, the first Linear "
+            f"takes {pairs[0][1].in_features}"
+        )
+    layers = []
+    qmax_w, qmax_m = 2 ** (weight_bits - 1) - 1, 2 ** (mem_bits - 1) - 1
+    for name, lin, lif in pairs:
+        w = _np(lin.weight)
+        n = w.shape[0]
+        b = _np(lin.bias) if lin.bias is not None else np.zeros(n)
+        wmax = float(np.abs(w).max())
+        if wmax == 0.0:
+            s = 1.0
+        elif scale == "real":
+            s = wmax / qmax_w
+        else:
+            s = 2.0 ** math.ceil(math.log2(wmax / qmax_w))
+        wq, w_sat = _sat(_round(w / s), weight_bits)
+        bq, b_sat = _sat(_round(b / s), mem_bits)
+        thr = _per_neuron(lif.threshold, n, "threshold", name)
+        tq = _round(thr / s)
+        worst = float((thr / s).max())
+        if tq.max() > qmax_m:
+            need = int(tq.max()).bit_length() + 1
+            raise ValueError(
+                f"mem_bits={mem_bits} cannot hold the threshold of layer {name!r}: θ / scale = {worst:.6g} needs "
+                f"{need} bits (scale {s:.6g} from max|w| = {wmax:.6g} at weight_bits={weight_bits}); raise mem_bits "
+                "or lower weight_bits"
+            )
+        if tq.min() < 1:
+            raise ValueError(
+                f"the threshold of layer {name!r} rounds to {int(tq.min())} LSB (θ / scale = {float((thr / s).min()):.3g}); "
+                "raise weight_bits"
+            )
+        if b_sat or w_sat:
+            warnings.warn(f"layer {name!r}: {w_sat} weights and {b_sat} biases saturated", stacklevel=2)
+        beta = _per_neuron(lif.beta, n, "beta", name)
+        betaq, eff = _quantize_beta(beta, decay, beta_bits, mem_bits, name)
+        info = {
+            "beta_float": [float(beta.min()), float(beta.max())],
+            "beta_effective": [float(eff.min()), float(eff.max())],
+            "max_abs_weight": wmax,
+            "saturated": {"weight": w_sat, "bias": b_sat},
+            "threshold_float": [float(thr.min()), float(thr.max())],
+        }
+        layers.append(
+            QuantLayer(name, wq, bq, tq.astype(np.int64), betaq, lif.reset, bool(lif.reset_delay), s, info)
+        )
+    return QuantNetwork(layers, weight_bits, mem_bits, decay, beta_bits, tuple(int(v) for v in input_shape))
+
+
+# -------------------------------------------------------------------------------------------- file writers
+
+
+def _hex(v: int, bits: int) -> str:
+    return format(int(v) & ((1 << bits) - 1), f"0{(bits + 3) // 4}x")
+
+
+def _write_mem(path: Path, values, bits: int) -> None:
+    path.write_text("".join(_hex(v, bits) + "\n" for v in values))
+
+
+def _write_coe(path: Path, values, bits: int, comment: str) -> None:
+    words = [_hex(v, bits) for v in values]
+    body = ",\n".join(words) + ";\n"
+    path.write_text(f"; {comment}\nmemory_initialization_radix=16;\nmemory_initialization_vector=\n{body}")
+
+
+def _write_mif(path: Path, values, bits: int, comment: str) -> None:
+    lines = [
+        f"-- {comment}",
+        f"WIDTH={bits};",
+        f"DEPTH={len(values)};",
+        "ADDRESS_RADIX=UNS;",
+        "DATA_RADIX=HEX;",
+        "CONTENT BEGIN",
+    ]
+    lines += [f"\t{a} : {_hex(v, bits)};" for a, v in enumerate(values)]
+    lines.append("END;")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _spike_words(spikes: np.ndarray) -> list[int]:
+    """uint8 [T, S, N] -> one integer per (sample, step), sample-major; bit j = neuron j."""
+    T, S, N = spikes.shape
+    weights = [1 << j for j in range(N)]
+    out = []
+    for s in range(S):
+        for t in range(T):
+            out.append(sum(w for w, b in zip(weights, spikes[t, s].tolist()) if b))
+    return out
+
+
+def _ctype(bits: int, signed: bool) -> str:
+    for n in (8, 16, 32, 64):
+        if bits <= n:
+            return f"{'' if signed else 'u'}int{n}_t"
+    raise ValueError(f"no C type for {bits} bits")
+
+
+def _q_format(bits: int, s: float, signed: bool = True) -> str:
+    """Qm.n (ARM notation: m integer bits, n fraction bits, plus a sign bit when signed) for s = 2^-n."""
+    n = -math.log2(s)
+    if abs(n - round(n)) > 1e-12:
+        return f"integer x {s:.9g} (real scale)"
+    n = int(round(n))
+    m = bits - (1 if signed else 0) - n
+    return f"{'' if signed else 'U'}Q{m}.{n}"
+
+
+def _c_array(ctype: str, name: str, values) -> str:
+    vals = [str(int(v)) for v in values]
+    rows = [", ".join(vals[i : i + 16]) for i in range(0, len(vals), 16)]
+    return f"static const {ctype} {name}[{len(vals)}] = {{\n    " + ",\n    ".join(rows) + "\n};\n"
+
+
+def _c_header(net: QuantNetwork, man: dict) -> str:
+    W, M = net.weight_bits, net.mem_bits
+    bw = man["number_formats"]["beta"]["bits"]
+    out = [
+        "/* lfp_snn_model.h -- generated by lfp_snn.export.export_fpga; do not edit.",
+        " * Integer dense spiking MLP; order of operations per time step (manifest.json):",
+        *[f" *   {line}" for line in ORDER_OF_OPERATIONS],
+        " */",
+        "#ifndef LFP_SNN_MODEL_H",
+        "#define LFP_SNN_MODEL_H",
+        "#include <stdint.h>",
+        "#include <string.h>",
+        "",
+        f"#define LFP_SNN_FORMAT_VERSION {BUNDLE_VERSION}",
+        f"#define LFP_SNN_NUM_LAYERS {len(net.layers)}",
+        f"#define LFP_SNN_INPUT_SIZE {net.n_in}",
+        f"#define LFP_SNN_WEIGHT_BITS {W}",
+        f"#define LFP_SNN_MEM_BITS {M}",
+        f"#define LFP_SNN_MEM_MAX ({2 ** (M - 1) - 1}LL)",
+        f"#define LFP_SNN_MEM_MIN (-{2 ** (M - 1)}LL)",
+        f"#define LFP_SNN_DECAY_SHIFT {1 if net.decay == 'shift' else 0}",
+        f"#define LFP_SNN_BETA_BITS {net.beta_bits}",
+        "",
+    ]
+    for i, L in enumerate(net.layers):
+        p = f"LFP_SNN_L{i}"
+        out += [
+            f"/* layer {i}: torch layer {L.name!r}, scale {L.scale!r} per LSB */",
+            f"#define {p}_N_IN {L.n_in}",
+            f"#define {p}_N_OUT {L.n_out}",
+            f"#define {p}_ACC_BITS {man['layers'][i]['acc_bits']}",
+            f"#define {p}_RESET_SUBTRACT {1 if L.reset == 'subtract' else 0}",
+            f"#define {p}_RESET_DELAY {1 if L.reset_delay else 0}",
+            _c_array(_ctype(W, True), f"lfp_snn_l{i}_weight", L.weight.reshape(-1)),
+            _c_array(_ctype(M, True), f"lfp_snn_l{i}_bias", L.bias),
+            _c_array(_ctype(M, True), f"lfp_snn_l{i}_threshold", L.threshold),
+            _c_array(_ctype(bw, False), f"lfp_snn_l{i}_beta", L.beta),
+        ]
+    out += [_C_COMMON, *[_c_layer_step(i) for i in range(len(net.layers))], _c_network(len(net.layers))]
+    out += ["#endif /* LFP_SNN_MODEL_H */", ""]
+    return "\n".join(out)
+
+
+_C_COMMON = r"""
+/* Reference implementation of the order of operations (portable C99, not optimised). */
+static inline int64_t lfp_snn_sat(int64_t v) {
+    return v > LFP_SNN_MEM_MAX ? LFP_SNN_MEM_MAX : (v < LFP_SNN_MEM_MIN ? LFP_SNN_MEM_MIN : v);
+}
+static inline int64_t lfp_snn_asr(int64_t v, int k) { /* arithmetic shift right = floor(v / 2^k) */
+    return v >= 0 ? (v >> k) : -((-v + (((int64_t)1 << k) - 1)) >> k);
+}
+static inline int64_t lfp_snn_decay(int64_t u, int64_t b) {
+#if LFP_SNN_DECAY_SHIFT
+    return b == 0 ? u : u - lfp_snn_asr(u, (int)b);
+#else
+    return lfp_snn_asr(u * b, LFP_SNN_BETA_BITS);
+#endif
+}
+static inline int lfp_snn_neuron(int64_t *u, int64_t acc, int64_t th, int64_t b, int subtract, int delay) {
+    int64_t cur = lfp_snn_sat(acc), d = lfp_snn_decay(*u, b);
+    int s;
+    if (delay) {
+        int r = *u > th;
+        *u = subtract ? lfp_snn_sat(d + cur - (r ? th : 0)) : lfp_snn_sat((r ? 0 : d) + cur);
+        s = *u > th;
+    } else {
+        *u = lfp_snn_sat(d + cur);
+        s = *u > th;
+        if (s) *u = subtract ? *u - th : 0;
+    }
+    return s;
+}
+"""
+
+
+def _c_layer_step(i: int) -> str:
+    p = f"LFP_SNN_L{i}"
+    return f"""static inline void lfp_snn_l{i}_step(int64_t *u, const uint8_t *x, uint8_t *s) {{
+    for (int o = 0; o < {p}_N_OUT; ++o) {{
+        int64_t acc = lfp_snn_l{i}_bias[o];
+        for (int i = 0; i < {p}_N_IN; ++i)
+            if (x[i]) acc += lfp_snn_l{i}_weight[o * {p}_N_IN + i];
+        s[o] = (uint8_t)lfp_snn_neuron(&u[o], acc, lfp_snn_l{i}_threshold[o], lfp_snn_l{i}_beta[o],
+                                       {p}_RESET_SUBTRACT, {p}_RESET_DELAY);
+    }}
+}}
+"""
+
+
+def _c_network(n: int) -> str:
+    fields = "\n".join(
+        f"    int64_t u{i}[LFP_SNN_L{i}_N_OUT];\n    uint8_t s{i}[LFP_SNN_L{i}_N_OUT];" for i in range(n)
+    )
+    calls = "\n".join(
+        f"    lfp_snn_l{i}_step(st->u{i}, {'in' if i == 0 else f'st->s{i - 1}'}, st->s{i});" for i in range(n)
+    )
+    return f"""typedef struct {{
+{fields}
+}} lfp_snn_state;  /* membranes u<l> and the last step's spikes s<l> of every layer */
+
+static inline void lfp_snn_reset(lfp_snn_state *st) {{ memset(st, 0, sizeof *st); }}
+
+/* one time step of the whole network; in: LFP_SNN_INPUT_SIZE bytes of 0/1 */
+static inline void lfp_snn_step(lfp_snn_state *st, const uint8_t *in) {{
+{calls}
+}}
+"""
+
+
+# ----------------------------------------------------------------------------------------------- bundle
+
+
+def _golden_inputs(net: QuantNetwork, inputs, samples: int, steps: int, rate: float, seed: int) -> np.ndarray:
+    if inputs is None:
+        if samples < 1 or steps < 1:
+            raise ValueError(f"samples and steps must be >= 1, got {samples}, {steps}")
+        rng = np.random.default_rng(seed)
+        return (rng.random((steps, samples, net.n_in)) < rate).astype(np.int64)
+    return check_spikes(inputs, net.n_in, "inputs (golden test vectors)")
+
+
+def _manifest(net: QuantNetwork, files: dict, vectors: dict, beta_w: int) -> dict:
+    W, M = net.weight_bits, net.mem_bits
+    layers = []
+    for i, L in enumerate(net.layers):
+        acc = acc_bits_for(L, W, M)
+        layers.append(
+            {
+                "index": i,
+                "name": L.name,
+                "type": "dense_lif",
+                "n_in": L.n_in,
+                "n_out": L.n_out,
+                "scale": L.scale,
+                "weight_format": _q_format(W, L.scale),
+                "membrane_format": _q_format(M, L.scale),
+                "acc_bits": acc,
+                "weight_layout": "row-major [n_out][n_in]: word o * n_in + i is the weight from input i to neuron o",
+                "reset": L.reset,
+                "reset_delay": L.reset_delay,
+                "files": files[i],
+                **L.info,
+            }
+        )
+    return {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSION,
+        "producer": "lfp_snn.export.export_fpga",
+        "input": {
+            "size": net.n_in,
+            "shape": list(net.input_shape),
+            "encoding": "binary spikes per time step; bit j of a vector word = flattened (C order) input j. "
+            "Analogue inputs must be spike-encoded (e.g. Bernoulli/rate) before they reach the bundle.",
+        },
+        "number_formats": {
+            "weight": {
+                "bits": W,
+                "signed": True,
+                "encoding": "two's complement",
+                "per_layer_q": "layers[].weight_format",
+            },
+            "bias": {"bits": M, "signed": True, "encoding": "two's complement", "scale": "the layer's scale"},
+            "threshold": {
+                "bits": M,
+                "signed": True,
+                "encoding": "two's complement (always > 0)",
+                "scale": "the layer's scale",
+            },
+            "membrane": {
+                "bits": M,
+                "signed": True,
+                "encoding": "two's complement",
+                "per_layer_q": "layers[].membrane_format",
+            },
+            "accumulator": {
+                "bits": "layers[].acc_bits",
+                "signed": True,
+                "note": "n_in 2^(W-1) + 2^(M-1) fits, so the accumulator never overflows",
+            },
+            "beta": {
+                "bits": beta_w,
+                "signed": False,
+                "encoding": f"UQ1.{net.beta_bits} fraction beta_q = round(beta 2^{net.beta_bits})"
+                if net.decay == "multiply"
+                else "shift k (beta = 1 - 2^-k; k = 0: no leak)",
+            },
+            "spikes": {"bits": 1, "signed": False},
+            "q_notation": "ARM: signed Qm.n has 1 sign bit, m integer bits and n fraction bits",
+        },
+        "decay": {"mode": net.decay, "beta_bits": net.beta_bits},
+        "order_of_operations": ORDER_OF_OPERATIONS,
+        "overflow": "accumulator: cannot overflow (acc_bits); every membrane result saturates to mem_bits "
+        "(sat_M); quantisation of weights (weight_bits) and biases (mem_bits) saturates too, counted in "
+        "layers[].saturated",
+        "rounding": "round half away from zero when quantising; decay uses floor (arithmetic shift right)",
+        "layers": layers,
+        "test_vectors": vectors,
+    }
+
+
+def _write_bundle(root: Path, net: QuantNetwork, golden_x: np.ndarray) -> None:
+    from .verilog import generate_hdl
+
+    W, M = net.weight_bits, net.mem_bits
+    beta_w = (net.beta_bits + 1) if net.decay == "multiply" else int(M).bit_length()
+    files = []
+    for i, L in enumerate(net.layers):
+        entry = {}
+        for kind, values, bits in (
+            ("weight", L.weight.reshape(-1), W),
+            ("bias", L.bias, M),
+            ("threshold", L.threshold, M),
+            ("beta", L.beta, beta_w),
+        ):
+            stem = f"layer{i}_{kind}"
+            note = f"lfp-snn layer {i} {kind}: {len(values)} words, {bits} bits, hex"
+            _write_mem(root / f"{stem}.mem", values, bits)
+            _write_coe(root / f"{stem}.coe", values, bits, note)
+            _write_mif(root / f"{stem}.mif", values, bits, note)
+            entry[kind] = {
+                "mem": f"{stem}.mem",
+                "coe": f"{stem}.coe",
+                "mif": f"{stem}.mif",
+                "bits": bits,
+                "words": len(values),
+            }
+        files.append(entry)
+    (root / "vectors").mkdir()
+    spikes = simulate(net, golden_x)
+    _write_mem(root / "vectors" / "input.mem", _spike_words(golden_x.astype(np.uint8)), net.n_in)
+    vec_layers = []
+    for i, s in enumerate(spikes):
+        rel = f"vectors/layer{i}_spikes.mem"
+        _write_mem(root / rel, _spike_words(s), net.layers[i].n_out)
+        vec_layers.append(rel)
+    T, S = golden_x.shape[:2]
+    vectors = {
+        "samples": S,
+        "steps": T,
+        "input": "vectors/input.mem",
+        "layers": vec_layers,
+        "layout": "line s * steps + t holds step t of sample s; bit j = input/neuron j (LSB first); membranes "
+        "start at 0 for every sample",
+        "source": "lfp_snn.export.simulator (the integer reference simulator)",
+    }
+    man = _manifest(net, files, vectors, beta_w)
+    (root / "lfp_snn_model.h").write_text(_c_header(net, man))
+    for rel, text in generate_hdl(man).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    digests = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            rel = p.relative_to(root).as_posix()
+            digests[rel] = sha256_file(p)
+    man["files"] = digests
+    (root / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.rmdir(old)
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_fpga(
+    model_or_folder: nn.Module | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    weight_bits: int = 8,
+    mem_bits: int = 16,
+    decay: str = "multiply",
+    inputs=None,
+    *,
+    beta_bits: int = 8,
+    scale: str = "pow2",
+    samples: int = 4,
+    steps: int = 25,
+    rate: float = 0.25,
+    seed: int = 0,
+    input_shape: tuple[int, ...] | None = None,
+) -> Path:
+    """Write a fixed-point FPGA bundle of a dense spiking MLP to ``out_dir``; return its path.
+
+    ``inputs``: binary spikes [T, B, ...] for the golden test vectors; default ``samples`` random Bernoulli
+    spike trains of ``steps`` steps (firing probability ``rate``, ``seed``). The bundle is written into a
+    temporary directory beside ``out_dir`` and renamed into place only when complete; an existing bundle at
+    ``out_dir`` is replaced (a non-empty directory that is not a bundle is refused).
+    """
+    net = quantize(model_or_folder, weight_bits, mem_bits, decay, beta_bits, scale, input_shape)
+    golden = _golden_inputs(net, inputs, samples, steps, rate, seed)
+    target = Path(out_dir).absolute()
+    if target.exists():
+        if not target.is_dir():
+            raise ValueError(f"{target} exists and is not a directory")
+        if any(target.iterdir()) and not (target / "manifest.json").is_file():
+            raise ValueError(
+                f"{target} is a non-empty directory without manifest.json; refusing to replace it"
+            )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        _write_bundle(tmp, net, golden)
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,485 @@
+"""FPGA bundle: quantisation, files, the integer simulator (from files and in memory), the Verilog check,
+the C header, and what happens with bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lfp_snn import LIF, SpikingSequential
+from lfp_snn.checkpoint import save_checkpoint
+from lfp_snn.export import (
+    BundleError,
+    compare_with_float,
+    export_fpga,
+    fixed_point,
+    iverilog_available,
+    load_bundle,
+    quantize,
+    run_verilog_check,
+    simulate,
+    simulate_bundle,
+    verify_bundle,
+)
+from lfp_snn.export.simulator import read_vectors
+from lfp_snn.models import ModelConfig, build_model
+
+RESETS = [("subtract", True), ("zero", False), ("zero", True), ("subtract", False)]
+needs_iverilog = pytest.mark.skipif(
+    not iverilog_available(), reason="iverilog/vvp not installed (CI installs it)"
+)
+
+
+def mlp(reset="subtract", delay=True, seed=1, scale=3.0, beta=0.9, n_in=24, hidden=16, classes=6):
+    cfg = ModelConfig(
+        arch="spiking-mlp",
+        input_shape=(n_in,),
+        hidden=(hidden,),
+        classes=classes,
+        reset=reset,
+        reset_delay=delay,
+        beta=beta,
+    )
+    m = build_model(cfg, seed=seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(scale)
+    return m.eval()
+
+
+def spikes(shape, p=0.25, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g) < p).float()
+
+
+def export(model, path, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return export_fpga(model, path, **kw)
+
+
+def one_neuron(w, reset, delay, beta=0.75, threshold=1.0):
+    lin = nn.Linear(len(w), 1, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([w]))
+    return SpikingSequential(lin, LIF(beta, threshold, reset, delay))
+
+
+X_HAND = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 1], [1, 1]])[:, None, :]  # [T=6, B=1, 2]
+
+
+# ------------------------------------------------------------------------------- arithmetic, by hand
+
+
+@pytest.mark.parametrize(
+    "decay,reset,delay,membrane,spk",
+    [
+        ("multiply", "subtract", True, [64, 112, -12, -41, -63, -16], [0, 1, 0, 0, 0, 0]),
+        ("multiply", "zero", False, [64, 0, -32, -56, -74, -24], [0, 1, 0, 0, 0, 0]),
+        ("shift", "subtract", True, [64, 112, -12, -41, -62, -14], [0, 1, 0, 0, 0, 0]),
+    ],
+)
+def test_hand_worked_traces(decay, reset, delay, membrane, spk):
+    """w = [1, -0.5] -> scale 2^-6, w_q = [64, -32], θ_q = 64, β = 0.75 -> β_q = 192 (or k = 2).
+    e.g. multiply, t = 5: D = (-63 * 192) >> 8 = floor(-47.25) = -48, U = -48 + 32 = -16; shift, t = 4:
+    D = -41 - (-41 >> 2) = -41 + 11 = -30, U = -30 - 32 = -62."""
+    net = quantize(one_neuron([1.0, -0.5], reset, delay), decay=decay)
+    L = net.layers[0]
+    assert L.scale == 2.0**-6 and L.weight.tolist() == [[64, -32]] and L.threshold.tolist() == [64]
+    assert L.beta.tolist() == ([192] if decay == "multiply" else [2])
+    s, u = simulate(net, X_HAND, membranes=True)
+    assert u[0][:, 0, 0].tolist() == membrane
+    assert s[0][:, 0, 0].tolist() == spk
+
+
+def test_saturation_of_current_and_membrane():
+    """w = [1, 1] -> acc = 128 LSB; mem_bits = 8 clamps I to 127, and U = sat(95 + 127 - 64) = 127."""
+    x = np.ones((4, 1, 2), np.int64)
+    small = quantize(one_neuron([1.0, 1.0], "subtract", True), weight_bits=8, mem_bits=8)
+    s, u = simulate(small, x, membranes=True)
+    assert u[0][:, 0, 0].tolist() == [127, 127, 127, 127] and s[0].all()
+    wide = quantize(one_neuron([1.0, 1.0], "subtract", True), weight_bits=8, mem_bits=16)
+    assert simulate(wide, x, membranes=True)[1][0][:, 0, 0].tolist() == [128, 160, 184, 202]
+    zero = quantize(one_neuron([1.0, 1.0], "zero", False), weight_bits=8, mem_bits=8)
+    s, u = simulate(zero, x, membranes=True)
+    assert u[0][:, 0, 0].tolist() == [0, 0, 0, 0] and s[0].all()
+
+
+@pytest.mark.parametrize("decay", ["multiply", "shift"])
+@pytest.mark.parametrize("reset,delay", RESETS)
+def test_integer_simulator_equals_float_model_when_everything_is_representable(reset, delay, decay):
+    """β = 1 and weights/biases on the 2^-6 grid: no rounding anywhere, so the integer simulator must give
+    the float model's spikes exactly -- which checks the order of operations of every reset mode."""
+    g = torch.Generator().manual_seed(3)
+    m = SpikingSequential(
+        nn.Linear(12, 10), LIF(1.0, 1.0, reset, delay), nn.Linear(10, 4), LIF(1.0, 0.75, reset, delay)
+    )
+    with torch.no_grad():
+        for lin in (m[0], m[2]):
+            lin.weight.copy_(torch.randint(-8, 9, lin.weight.shape, generator=g) / 8.0)
+            lin.weight[0, 0] = 1.0  # max |w| = 1 -> scale 2^-6
+            lin.bias.copy_(torch.randint(-8, 9, lin.bias.shape, generator=g) / 64.0)
+    x = spikes((30, 16, 12), p=0.3, seed=4)
+    net = quantize(m, decay=decay)
+    assert all(L.scale == 2.0**-6 for L in net.layers)
+    got = simulate(net, x)
+    with torch.no_grad():
+        h = m[1](m[0](x))
+        o = m[3](m[2](h))
+    assert 0.05 < h.mean() < 0.95 and o.sum() > 0
+    assert np.array_equal(got[0], h.numpy().astype(np.uint8))
+    assert np.array_equal(got[1], o.numpy().astype(np.uint8))
+
+
+def test_quantisation_rules():
+    m = mlp()
+    net = quantize(m, weight_bits=8, mem_bits=16)
+    w = m[1].weight.detach().double().numpy()
+    L = net.layers[0]
+    assert L.scale == 2.0 ** np.ceil(np.log2(np.abs(w).max() / 127))  # the smallest power of two that fits
+    assert np.abs(L.weight).max() <= 127
+    np.testing.assert_array_equal(L.weight, np.sign(w / L.scale) * np.floor(np.abs(w / L.scale) + 0.5))
+    assert L.threshold.tolist() == [round(1.0 / L.scale)] * 16
+    assert L.beta.tolist() == [round(0.9 * 256)] * 16
+    real = quantize(m, weight_bits=8, scale="real").layers[0]
+    assert real.scale == pytest.approx(np.abs(w).max() / 127) and np.abs(real.weight).max() == 127
+    with pytest.warns(UserWarning, match=r"β=0.9 -> k=3 \(effective β=0.875\)"):
+        sh = quantize(m, decay="shift")
+    assert sh.layers[0].beta.tolist() == [3] * 16
+    assert quantize(mlp(beta=1.0), decay="shift").layers[0].beta.tolist() == [0] * 16  # k = 0: no leak
+
+
+# ----------------------------------------------------------------------------------------------- bundle
+
+
+def _sha(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_bundle_contents_and_manifest(tmp_path):
+    m = mlp()
+    b = export(m, tmp_path / "bundle")
+    man = json.loads((b / "manifest.json").read_text())
+    assert man["format"] == "lfp-snn-fpga-bundle" and man["format_version"] == 1
+    on_disk = {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(man["files"]) == on_disk
+    assert all(man["files"][r] == _sha(b / r) for r in on_disk)
+    for need in ("layer0_weight.mem", "layer0_weight.coe", "layer0_weight.mif", "layer1_bias.mem",
+                 "lfp_snn_model.h", "vectors/input.mem", "vectors/layer1_spikes.mem", "hdl/lfp_lif_layer.v"):  # fmt: skip
+        assert need in on_disk
+    nf = man["number_formats"]
+    assert nf["weight"]["bits"] == 8 and nf["weight"]["signed"] and nf["membrane"]["bits"] == 16
+    assert nf["beta"]["bits"] == 9 and not nf["beta"]["signed"]
+    L0 = man["layers"][0]
+    assert L0["n_in"] == 24 and L0["n_out"] == 16 and L0["reset"] == "subtract" and L0["reset_delay"]
+    n = -int(np.log2(L0["scale"]))
+    assert L0["weight_format"] == f"Q{7 - n}.{n}" and L0["membrane_format"] == f"Q{15 - n}.{n}"
+    assert L0["acc_bits"] == int(24 * 128 + 2**15).bit_length() + 1
+    assert any("sat_M" in line for line in man["order_of_operations"])
+    assert man["test_vectors"]["samples"] == 4 and man["test_vectors"]["steps"] == 25
+    # the .mem, .coe and .mif files hold the same two's-complement words
+    net = quantize(m)
+    words = (b / "layer0_weight.mem").read_text().split()
+    assert len(words) == 16 * 24 and all(len(w) == 2 for w in words)
+    dec = [int(w, 16) - 256 * (int(w, 16) >= 128) for w in words]
+    assert dec == net.layers[0].weight.reshape(-1).tolist()
+    coe = (b / "layer0_weight.coe").read_text()
+    assert "memory_initialization_radix=16;" in coe
+    assert coe.split("memory_initialization_vector=\n")[1].replace(",", "").replace(";", "").split() == words
+    mif = (b / "layer0_weight.mif").read_text()
+    assert "WIDTH=8;" in mif and "DEPTH=384;" in mif and "\t5 : " + words[5] + ";" in mif
+    assert not list(tmp_path.glob(".*"))  # no temporary directory left behind
+
+
+@pytest.mark.parametrize("decay", ["multiply", "shift"])
+@pytest.mark.parametrize("reset,delay", RESETS)
+def test_simulation_from_files_equals_in_memory(tmp_path, reset, delay, decay):
+    m = mlp(reset, delay)
+    b = export(m, tmp_path / "b", decay=decay)
+    x = spikes((25, 20, 24), seed=7)
+    from_files = simulate_bundle(b, x)
+    in_memory = simulate(quantize(m, decay=decay), x)
+    assert len(from_files["spikes"]) == 2 and from_files["spikes"][0].mean() > 0.02
+    for a, c in zip(from_files["spikes"], in_memory):
+        assert a.dtype == np.uint8 and np.array_equal(a, c)
+    assert np.array_equal(from_files["counts"], in_memory[1].sum(0))
+    verify_bundle(b)  # the golden vectors reproduce from the files
+
+
+def test_agreement_with_the_float_model(tmp_path):
+    """Random-weight model (3x the default init), rate-coded random input: how close is 8-bit to float?"""
+    m = mlp(n_in=64, hidden=32, classes=10)
+    x = spikes((25, 64, 64), seed=2)
+    labels = torch.arange(64) % 10
+    r8 = compare_with_float(m, export(m, tmp_path / "b8"), x, labels)
+    r4 = compare_with_float(m, export(m, tmp_path / "b4", weight_bits=4, mem_bits=12), x, labels)
+    r16 = compare_with_float(
+        m, export(m, tmp_path / "b16", weight_bits=16, mem_bits=24, beta_bits=16), x, labels
+    )
+    assert r8["layers"] == ["1", "3"]
+    assert 0.95 < r8["spike_agreement"][0] < 1.0  # close, not identical (rounding of w, β and the decay)
+    assert r16["spike_agreement"][0] > r8["spike_agreement"][0] > r4["spike_agreement"][0]
+    assert abs(r8["float_rate"][0] - r8["bundle_rate"][0]) < 0.01
+    assert 0 <= r8["bundle_accuracy"] <= 1 and 0 <= r8["float_accuracy"] <= 1
+    assert r8["prediction_agreement"] > 0.7
+
+
+def test_checkpoint_folder_and_given_golden_inputs(tmp_path):
+    cfg = ModelConfig(arch="spiking-mlp", input_shape=(1, 4, 6), hidden=(16,), classes=6)
+    m = build_model(cfg, seed=0)
+    save_checkpoint(tmp_path / "ck", m, cfg)
+    x = spikes((7, 3, 1, 4, 6), seed=5)
+    b = export(tmp_path / "ck", tmp_path / "b", inputs=x)
+    man = verify_bundle(b)
+    assert man["input"]["shape"] == [1, 4, 6] and man["input"]["size"] == 24
+    gx, gy = read_vectors(b, man)
+    assert gx.shape == (7, 3, 24) and np.array_equal(gx, x.reshape(7, 3, 24).numpy().astype(np.uint8))
+    assert np.array_equal(gy[1], simulate_bundle(b, x)["output"])
+
+
+# --------------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_models_and_settings_raise_value_errors_naming_the_value(tmp_path):
+    tanh = SpikingSequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2), LIF())
+    with pytest.raises(ValueError, match=r"layer '2' of type Tanh is not supported by the FPGA bundle"):
+        export_fpga(tanh, tmp_path / "t")
+    conv = build_model(ModelConfig(arch="spiking-lenet", input_shape=(1, 8, 8)))
+    with pytest.raises(ValueError, match=r"layer '0' of type Conv2d .*use export_nir"):
+        export_fpga(conv, tmp_path / "t")
+    with pytest.raises(
+        ValueError, match=r"mem_bits=8 cannot hold the threshold of layer '0': θ / scale = 128 needs 9 bits"
+    ):
+        export_fpga(one_neuron([0.5, 0.25], "zero", False), tmp_path / "t", weight_bits=8, mem_bits=8)
+    with pytest.raises(ValueError, match="decay must be one of"):
+        export_fpga(mlp(), tmp_path / "t", decay="exp")
+    with pytest.raises(ValueError, match="weight_bits=12 > mem_bits=8"):
+        export_fpga(mlp(), tmp_path / "t", weight_bits=12, mem_bits=8)
+    with pytest.raises(ValueError, match="must be binary"):
+        export_fpga(mlp(), tmp_path / "t", inputs=torch.rand(5, 2, 24))
+    assert not (tmp_path / "t").exists()
+    with pytest.raises(ValueError, match="expected 24 inputs per step, got 5"):
+        simulate(quantize(mlp()), np.zeros((3, 2, 5)))
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    cfg = ModelConfig(arch="spiking-mlp", input_shape=(24,), hidden=(16,), classes=6)
+    save_checkpoint(tmp_path / "ck", build_model(cfg), cfg)
+    other = build_model(ModelConfig(arch="spiking-mlp", input_shape=(24,), hidden=(20,), classes=6))
+    torch.save(other.state_dict(), tmp_path / "ck" / "model.pt")
+    with pytest.raises(ValueError, match="do not fit the architecture"):
+        export_fpga(tmp_path / "ck", tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_tampered_or_incomplete_bundle_is_refused(tmp_path):
+    b = export(mlp(), tmp_path / "b")
+    verify_bundle(b)
+    x = spikes((5, 2, 24))
+    path = b / "layer0_weight.mem"
+    text = path.read_text()
+    path.write_text(("7f" if text[:2] != "7f" else "00") + text[2:])
+    with pytest.raises(BundleError, match=r"layer0_weight\.mem was modified: sha256"):
+        simulate_bundle(b, x)
+    with pytest.raises(BundleError, match=r"layer0_weight\.mem was modified"):
+        verify_bundle(b)
+    path.write_text(text)
+    simulate_bundle(b, x)  # restored: fine again
+    (b / "vectors" / "layer1_spikes.mem").unlink()
+    with pytest.raises(BundleError, match=r"vectors/layer1_spikes\.mem is missing"):
+        verify_bundle(b)
+    (b / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        simulate_bundle(b, x)
+
+
+def test_failure_mid_write_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = fixed_point._write_mif
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real(*a, **k)
+
+    monkeypatch.setattr(fixed_point, "_write_mif", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        export(mlp(), tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    assert list(tmp_path.iterdir()) == []  # the temporary directory is gone too
+    # an existing bundle survives a failed re-export untouched
+    monkeypatch.setattr(fixed_point, "_write_mif", real)
+    old = export(mlp(seed=1), tmp_path / "old")
+    before = (old / "manifest.json").read_bytes()
+    calls["n"] = 0
+    monkeypatch.setattr(fixed_point, "_write_mif", flaky)
+    with pytest.raises(OSError):
+        export(mlp(seed=2), tmp_path / "old")
+    assert (old / "manifest.json").read_bytes() == before
+    verify_bundle(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+    # and a successful re-export replaces it
+    monkeypatch.setattr(fixed_point, "_write_mif", real)
+    export(mlp(seed=2), tmp_path / "old")
+    assert (old / "manifest.json").read_bytes() != before
+    verify_bundle(old)
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_bundle(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="without manifest.json; refusing"):
+        export_fpga(mlp(), tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+# ------------------------------------------------------------------------------------------ C and Verilog
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+@pytest.mark.parametrize("decay,reset,delay", [("multiply", "subtract", True), ("shift", "zero", False)])
+def test_c_header_reproduces_the_golden_vectors(tmp_path, decay, reset, delay):
+    b = export(mlp(reset, delay), tmp_path / "b", decay=decay)
+    _, man = load_bundle(b)
+    x, expected = read_vectors(b, man)
+    T, S, F = x.shape
+    data = ",".join(str(int(v)) for v in x.transpose(1, 0, 2).reshape(-1))
+    (tmp_path / "main.c").write_text(
+        f"""#include <stdio.h>
+#include "lfp_snn_model.h"
+static const uint8_t X[{T * S * F}] = {{{data}}};
+int main(void) {{
+    lfp_snn_state st;
+    for (int s = 0; s < {S}; ++s) {{
+        lfp_snn_reset(&st);
+        for (int t = 0; t < {T}; ++t) {{
+            lfp_snn_step(&st, X + (s * {T} + t) * {F});
+            for (int o = 0; o < LFP_SNN_L0_N_OUT; ++o) putchar('0' + st.s0[o]);
+            putchar(' ');
+            for (int o = 0; o < LFP_SNN_L1_N_OUT; ++o) putchar('0' + st.s1[o]);
+            putchar('\\n');
+        }}
+    }}
+    return 0;
+}}
+"""
+    )
+    exe = tmp_path / "main"
+    cc = subprocess.run(
+        [
+            "cc",
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            str(b),
+            str(tmp_path / "main.c"),
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert cc.returncode == 0, cc.stderr
+    lines = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split("\n")[:-1]
+    for i in range(2):
+        got = (
+            np.array([[int(c) for c in line.split()[i]] for line in lines])
+            .reshape(S, T, -1)
+            .transpose(1, 0, 2)
+        )
+        assert np.array_equal(got, expected[i])
+    assert expected[1].sum() > 0
+
+
+VERILOG_CASES = [
+    ("multiply", "subtract", True, {}),
+    ("shift", "zero", False, {}),
+    pytest.param("multiply", "zero", True, {}, marks=pytest.mark.slow),
+    pytest.param("shift", "subtract", False, {}, marks=pytest.mark.slow),
+    pytest.param(
+        "multiply", "subtract", False, {"weight_bits": 6, "mem_bits": 7, "scale": 6.0}, marks=pytest.mark.slow
+    ),
+    pytest.param(
+        "shift", "subtract", True, {"weight_bits": 4, "mem_bits": 8, "scale": "real"}, marks=pytest.mark.slow
+    ),
+]
+
+
+@needs_iverilog
+@pytest.mark.parametrize("decay,reset,delay,extra", VERILOG_CASES)
+def test_verilog_matches_the_golden_vectors_bit_for_bit(tmp_path, decay, reset, delay, extra):
+    extra = dict(extra)
+    scale = extra.pop("scale", 3.0)
+    kw = {"scale": scale} if isinstance(scale, str) else {}
+    m = mlp(reset, delay, scale=scale if not isinstance(scale, str) else 3.0)
+    b = export(m, tmp_path / "b", decay=decay, **extra, **kw)
+    res = run_verilog_check(b)
+    assert res.ok, "\n".join(res.mismatches[:10]) + res.log[-2000:]
+    assert (res.layers, res.samples, res.steps) == (2, 4, 25)
+    _, man = load_bundle(b)
+    _, golden = read_vectors(b, man)
+    assert golden[0].sum() > 0 and golden[1].sum() > 0  # the check compared real spikes
+
+
+@needs_iverilog
+def test_verilog_saturating_configuration_matches(tmp_path):
+    """mem_bits=7 (±63 LSB, θ_q = 16) with large currents: the simulator saturates (its spikes differ from
+    mem_bits=16) and the HDL must saturate the same way."""
+    m = mlp("subtract", False, scale=6.0)
+    x = spikes((25, 4, 24), p=0.6)
+    wide = simulate(quantize(m, weight_bits=6, mem_bits=16), x)
+    narrow = simulate(quantize(m, weight_bits=6, mem_bits=7), x)
+    assert sum(int((a != c).sum()) for a, c in zip(wide, narrow)) > 10
+    b = export(m, tmp_path / "b", weight_bits=6, mem_bits=7, inputs=x)
+    assert run_verilog_check(b).ok
+
+
+@needs_iverilog
+def test_verilog_check_detects_a_wrong_golden_vector(tmp_path):
+    """Negative control: flip one golden output bit and re-sign the manifest; the HDL no longer matches."""
+    b = export(mlp(), tmp_path / "b")
+    path = b / "vectors" / "layer1_spikes.mem"
+    lines = path.read_text().split("\n")
+    lines[3] = format(int(lines[3], 16) ^ 1, f"0{len(lines[3])}x")
+    path.write_text("\n".join(lines))
+    man = json.loads((b / "manifest.json").read_text())
+    man["files"]["vectors/layer1_spikes.mem"] = _sha(path)
+    (b / "manifest.json").write_text(json.dumps(man))
+    res = run_verilog_check(b)
+    assert not res.ok
+    assert res.mismatches == ["layer 1 sample 0 step 3 neuron 0: hdl " + res.mismatches[0].split("hdl ")[1]]
+    with pytest.raises(BundleError, match="does not reproduce vectors/layer1_spikes.mem"):
+        verify_bundle(b)
+
+
+@pytest.mark.slow
+def test_digits_trained_model_through_the_bundle_and_hdl(tmp_path):
+    """A spiking MLP trained by LFP on rate-coded sklearn digits for two epochs, then 8-bit: the bundle's
+    accuracy stays within 5 points of the float model's and the HDL matches."""
+    from lfp_snn.data import load_digits
+    from lfp_snn.encoders.static import rate_encode
+    from lfp_snn.training import TrainConfig, Trainer
+
+    train, test = load_digits()
+    mc = ModelConfig(arch="spiking-mlp", input_shape=(1, 8, 8), hidden=(64,), classes=10)
+    tc = TrainConfig(epochs=2, steps=25, encoder="rate", progress=False, batch_size=32)
+    Trainer(mc, tc, out_dir=tmp_path / "ck").fit(train)
+    x = rate_encode(test.x, 25, generator=torch.Generator().manual_seed(1))
+    b = export(tmp_path / "ck", tmp_path / "b", inputs=x[:, :4])
+    r = compare_with_float(tmp_path / "ck", b, x, test.y)
+    assert r["float_accuracy"] > 0.5
+    assert abs(r["bundle_accuracy"] - r["float_accuracy"]) < 0.05
+    assert r["spike_agreement"][0] > 0.9
+    if iverilog_available():
+        assert run_verilog_check(b).ok
