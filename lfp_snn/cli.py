@@ -15,7 +15,7 @@ from .models import ARCHS, ModelConfig, is_spiking_arch
 from .training import METHODS, TrainConfig, Trainer
 
 # modules that add subcommands: each has ``add_commands(subparsers)``
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["lfp_snn.compare"]
 
 DATA_HELP = (
     "digits (embedded default, scikit-learn's 8x8 digits) | mnist[:FOLDER] | fashion-mnist[:FOLDER] | "
@@ -134,7 +134,7 @@ def configs_from_args(a: argparse.Namespace, train) -> tuple[ModelConfig, TrainC
     method, rule = parse_method(a.method, a.rule)
     model_cfg = ModelConfig(
         arch=a.arch,
-        input_shape=tuple(train.x.shape[1:]),
+        input_shape=sample_shape(train),
         classes=train.classes,
         hidden=tuple(a.hidden) if a.hidden else None,
         beta=a.beta,
@@ -167,6 +167,20 @@ def configs_from_args(a: argparse.Namespace, train) -> tuple[ModelConfig, TrainC
     return model_cfg, train_cfg
 
 
+def load_any(spec: str, steps: int, download: bool = False):
+    """Static image data sets (lfp_snn.data) or event data sets binned into ``steps`` frames."""
+    from .events import training_data
+
+    if training_data.is_event_spec(spec):
+        return training_data.load_event_dataset(spec, steps=steps)
+    return load_dataset(spec, download=download)
+
+
+def sample_shape(data) -> tuple[int, ...]:
+    """One sample's shape without the time axis (event frames are stored [N, T, ...])."""
+    return tuple(data.x.shape[2:] if getattr(data, "temporal", False) else data.x.shape[1:])
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -178,7 +192,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             check_backend(a.backend, device)
         except (RuntimeError, ValueError) as e:
             raise SystemExit(f"error: --backend {a.backend}: {e}") from None
-    train, test = load_dataset(a.data, download=a.download)
+    train, test = load_any(a.data, a.steps, a.download)
     if a.subset:
         train = train.subset(a.subset, seed=a.seed)
     if a.test_subset:

@@ -733,8 +733,7 @@ def _lr_overrides(items: list[str]) -> dict[str, float]:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .cli import configs_from_args, resolve_device
-    from .data import load_dataset
+    from .cli import configs_from_args, load_any, resolve_device
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -748,7 +747,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--lr-for names methods that are not compared: {unknown}")
     prune = [p / 100 for p in a.prune]
-    train, test = load_dataset(a.data, download=a.download)
+    train, test = load_any(a.data, a.steps, a.download)
     if a.subset:
         train = train.subset(a.subset, seed=a.seeds[0])
     if a.test_subset:

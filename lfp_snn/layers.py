@@ -23,10 +23,18 @@ class LinearOp:
         return F.linear(x, w, b)
 
     def input_vjp(self, g: Tensor, w: Tensor, x: Tensor) -> Tensor:
-        return g @ w
+        return g @ w.to(g.dtype)
 
     def weight_vjp(self, g: Tensor, x: Tensor) -> Tensor:
-        return g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1]).to(g.dtype)
+        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        if x2.dtype == g2.dtype:
+            return g2.T @ x2
+        # x holds compact spikes (uint8): convert a block of rows at a time instead of all of x at once
+        rows = max(1, (1 << 20) // max(x2.shape[1], 1))
+        out = g2.new_zeros(g2.shape[1], x2.shape[1])
+        for a in range(0, x2.shape[0], rows):
+            out.addmm_(g2[a : a + rows].T, x2[a : a + rows].to(g2.dtype))
+        return out
 
     def bias_vjp(self, g: Tensor) -> Tensor:
         return g.reshape(-1, g.shape[-1]).sum(0)

@@ -227,13 +227,28 @@ def forward_trace(
             check_lif_parameters(m.parameters_)
             current = x if act.constant else x.reshape(T, -1, *x.shape[1:])
             beta, thr = m.beta.to(dt), m.threshold.to(dt)
+            below = frames[-1] if k > 0 and isinstance(model_leaves[k - 1][1], tuple(PARAMETRIC)) else None
+            # the potential may overwrite the current when nothing else holds it (a fresh GEMM output)
+            in_place = keep and not act.constant and below is not None and "z" not in below.saved
             spikes, pot = lif_forward(
-                current, beta, thr, m.reset, m.reset_delay, None, T if act.constant else None, m.backend
+                current,
+                beta,
+                thr,
+                m.reset,
+                m.reset_delay,
+                None,
+                T if act.constant else None,
+                m.backend,
+                out=current if in_place else None,
             )
             if keep:
-                fr.saved.update(pot=pot, beta=beta, thr=thr)
-                if k == 0 or not isinstance(model_leaves[k - 1][1], tuple(PARAMETRIC)):
+                fr.saved.update(beta=beta, thr=thr)
+                if act.constant:  # a [B, ...] current is cheaper to keep than the [T, B, ...] potential
                     fr.saved["current"] = current
+                else:
+                    fr.saved["pot"] = pot
+                    if below is None:
+                        fr.saved["current"] = current
             del pot, current, x
             c = spikes.sum(dim=(0, 1))
             counts[name] = c
@@ -290,11 +305,13 @@ def propagate(
     eps: float = 1e-6,
     need_input_reward: bool = False,
     matmul_dtype: torch.dtype | None = None,
+    release: bool = False,
 ) -> tuple[dict[str, Tensor], Tensor | None]:
     """The reverse pass: reward at the output -> feedback per parameter (and the reward at the input).
 
     Between layers the reward is [B, ...] (ANN, or SNN activations that are the same at every step, where
     the reward is summed over time: every rule is linear in the reward) or [T·B, ...] (time-resolved).
+    ``release=True`` frees each layer's saved tensors as soon as it is done (the trace is spent).
     """
     T = trace.steps
     frames = trace.frames
@@ -320,7 +337,7 @@ def propagate(
         if isinstance(m, tuple(PARAMETRIC)):
             need = need_input_reward or _wants_input(frames, i)
             rule: Rule = composite.rule_for(fr.name, m)
-            x = _load(s["x"], r.dtype)
+            x = s["x"]  # may be uint8 spikes: the rules convert as they go
             if normalized and isinstance(rule, Epsilon):
                 lf = rule.normalized(s["op"], x, r, need, matmul_dtype)
             else:
@@ -331,10 +348,17 @@ def propagate(
             if lf.bias is not None:
                 fb[f"{fr.name}.bias"] = lf.bias
             r, normalized, owned = lf.input_reward, False, True
+            if release:
+                s.clear()
             if r is None:
                 break
         elif isinstance(m, LIF):
-            pot = s["pot"]
+            if "pot" in s:
+                pot = s["pot"]
+            else:  # constant current: run the forward scan again from the [B, ...] current
+                pot = lif_forward(
+                    s["current"], s["beta"], s["thr"], m.reset, m.reset_delay, None, T, m.backend
+                )[1]
             if r_constant:
                 rt, owned = r.unsqueeze(0).expand(T, *r.shape).contiguous(), True
             else:
@@ -351,15 +375,22 @@ def propagate(
                 out=rt if owned else None,
                 backend=m.backend,
             )
+            del pot, rt
+            current_below = s.get("current")
+            if release:
+                s.clear()
             r, r_constant, owned = g.reshape(-1, *g.shape[2:]), False, True
             if i > 0 and isinstance(frames[i - 1].module, tuple(PARAMETRIC)):
                 normalized = True
             else:  # no parametric layer below: the current's share goes on as an ordinary reward
-                r = (g * s["current"]).reshape(-1, *g.shape[2:])
+                cur = current_below
+                r = (g * (cur if cur.dim() == g.dim() else cur.unsqueeze(0))).reshape(-1, *g.shape[2:])
         else:
             r_in = _backward_simple(fr, r, eps)
             owned = owned or r_in is not r
             r = r_in
+        if release:
+            s.clear()
     return fb, r
 
 
@@ -406,7 +437,9 @@ def feedback_result(
     r = get_reward(reward)(trace.output, labels)
     if not isinstance(r, Tensor):
         raise TypeError(f"the reward callable must return a tensor, got {type(r).__name__}")
-    fb, rin = propagate(trace, r, composite, eps, need_input_reward=input_reward, matmul_dtype=matmul_dtype)
+    fb, rin = propagate(
+        trace, r, composite, eps, need_input_reward=input_reward, matmul_dtype=matmul_dtype, release=True
+    )
     if write_grad:
         write_gradients(model, fb)
     return FeedbackResult(
@@ -443,12 +476,16 @@ def feedback(
     ).feedback
 
 
-def write_gradients(model: nn.Module, fb: dict[str, Tensor]) -> None:
-    """Set ``p.grad = -feedback`` (LFP maximises the reward; optimisers minimise)."""
+def write_gradients(model: nn.Module, fb: dict[str, Tensor], consume: bool = False) -> None:
+    """Set ``p.grad = -feedback`` (LFP maximises the reward; optimisers minimise).
+
+    ``consume=True`` negates the feedback tensors in place and uses them as the gradients (no copy; ``fb``
+    then holds the gradients)."""
     for name, p in model.named_parameters():
-        if name in fb:
-            g = -fb[name].to(p.dtype)
-            if p.grad is None:
-                p.grad = g
-            else:
-                p.grad.copy_(g)
+        if name not in fb:
+            continue
+        f = fb[name]
+        if p.grad is None:
+            p.grad = f.neg_() if consume and f.dtype == p.dtype else -f.to(p.dtype)
+        else:
+            torch.neg(f.to(p.dtype), out=p.grad)

@@ -92,9 +92,11 @@ class Epsilon(Rule):
             if matmul_dtype is None
             else (g.to(matmul_dtype), x.to(matmul_dtype), w.to(matmul_dtype))
         )
-        fw = w.abs() * op.weight_vjp(gm, xm).to(g.dtype)
+        fw = op.weight_vjp(gm, xm).to(g.dtype).mul_(w.abs())
         fb = None if m.bias is None else m.bias.to(g.dtype).abs() * op.bias_vjp(g)
-        rin = x.to(g.dtype) * op.input_vjp(gm, wm, xm).to(g.dtype) if need_input else None
+        rin = None
+        if need_input:  # x ⊙ (∂z/∂x)ᵀ g, multiplied in place (x may be uint8 spikes)
+            rin = op.input_vjp(gm, wm, xm).to(g.dtype).mul_(x)
         return LayerFeedback(rin, fw, fb)
 
 

@@ -131,8 +131,8 @@ def lfp_method(trainer: Trainer) -> Callable[[Tensor, Tensor], StepOutput]:
             input_noise=trainer.noise_std(),
             generator=trainer.generator,
         )
-        trainer.optimizer.zero_grad(set_to_none=False)
-        write_gradients(trainer.model, res.feedback)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        write_gradients(trainer.model, res.feedback, consume=True)
         return StepOutput(res.output, float(res.reward.mean()), res.spike_counts)
 
     return step
@@ -152,7 +152,7 @@ def gradient_method(trainer: Trainer) -> Callable[[Tensor, Tensor], StepOutput]:
         out = trainer.model(x)
         loss = loss_fn(out, y)
         loss.backward()
-        return StepOutput(out.detach(), float(loss))
+        return StepOutput(out.detach(), float(loss.detach()))
 
     return step
 
@@ -209,8 +209,14 @@ class Trainer:
     def noise_std(self) -> float:
         return self.config.input_noise * self._noise_scale
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, temporal: bool = False) -> Tensor:
+        """A batch from a data set -> model input. Static images go through the encoder; samples that are
+        already sequences (event frames, ``data.temporal``: [B, T, ...]) become time-first [T, B, ...]."""
         x = x.to(self.device)
+        if temporal:
+            if not self.spiking:
+                raise ValueError("sequence data (events) needs a spiking model; got an ANN architecture")
+            return x.transpose(0, 1).to(torch.get_default_dtype())
         return self.encoder(x, self.generator) if self.encoder is not None else x
 
     def lif_layers(self) -> dict[str, LIF]:
@@ -220,8 +226,9 @@ class Trainer:
         """Accuracy (and spike statistics for SNNs) on an :class:`lfp_snn.data.ArrayDataset`."""
         self.model.eval()
         correct, n = 0, 0
+        temporal = getattr(data, "temporal", False)
         for x, y in data.batches(batch_size or self.config.eval_batch_size, shuffle=False):
-            out = run(self.model, self.encode(x)) if self.spiking else self._ann_forward(x)
+            out = run(self.model, self.encode(x, temporal)) if self.spiking else self._ann_forward(x)
             correct += int((predictions(out, self.spiking).cpu() == y).sum())
             n += len(y)
         self.model.train()
@@ -275,8 +282,9 @@ class Trainer:
         correct = n = 0
         objective = 0.0
         counts: dict[str, Tensor] = {}
+        temporal = getattr(train, "temporal", False)
         for x, y in batches:
-            x, y = self.encode(x), y.to(self.device)
+            x, y = self.encode(x, temporal), y.to(self.device)
             out = self.step_fn(x, y)
             clip_updates(self.model, c.clip, c.clip_value)
             self.optimizer.step()
@@ -297,7 +305,7 @@ class Trainer:
             "time_s": time.perf_counter() - t0,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
-        steps = c.steps if self.spiking else 1
+        steps = (train.x.shape[1] if temporal else c.steps) if self.spiking else 1
         for k, v in counts.items():
             record[f"spike_rate/{k}"] = float(v.sum()) / (v.numel() * n * steps)
             record[f"silent/{k}"] = float((v == 0).float().mean())
@@ -336,3 +344,6 @@ def _sign_changed(model: nn.Module, initial: dict[str, Tensor]) -> float:
             changed += int((torch.sign(p.detach()) != torch.sign(initial[n])).sum())
             total += p.numel()
     return changed / max(total, 1)
+
+
+from . import baselines as _baselines  # noqa: E402,F401  (registers bptt-snntorch and bptt-norse in METHODS)

@@ -1,5 +1,6 @@
 """Encoders: static inputs -> [T, B, ...] (constant, rate, latency); events -> frames (see ``events``)."""
 
+from .events import ToFrames, ToSpikeTrains, events_to_frames, time_bin_index
 from .static import (
     ENCODERS,
     ConstantEncoder,
@@ -12,6 +13,10 @@ from .static import (
 )
 
 __all__ = [
+    "ToFrames",
+    "ToSpikeTrains",
+    "events_to_frames",
+    "time_bin_index",
     "ENCODERS",
     "ConstantEncoder",
     "LatencyEncoder",

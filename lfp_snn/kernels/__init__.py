@@ -30,14 +30,15 @@ def lif_forward(
     mem0=None,
     steps=None,
     backend: str = "torch",
+    out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(spikes, firing potential V): :func:`lfp_snn.kernels.torch_scan.lif_forward_scan` on ``backend``."""
     if backend == "torch":
-        return _torch_forward(current, beta, threshold, reset, reset_delay, mem0, steps)
+        return _torch_forward(current, beta, threshold, reset, reset_delay, mem0, steps, out)
     check_backend(backend, current.device)
     from .triton_scan import lif_forward_scan
 
-    return lif_forward_scan(current, beta, threshold, reset, reset_delay, mem0, steps)
+    return lif_forward_scan(current, beta, threshold, reset, reset_delay, mem0, steps, out)
 
 
 def lif_feedback(

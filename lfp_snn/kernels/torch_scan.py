@@ -48,6 +48,7 @@ def lif_forward_scan(
     reset_delay: bool = True,
     mem0: Tensor | None = None,
     steps: int | None = None,
+    out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the LIF membrane over time.
 
@@ -55,6 +56,8 @@ def lif_forward_scan(
         current: input current I, [T, B, ...]; or [B, ...] together with ``steps=T`` for a constant current.
         beta, threshold: scalars or tensors broadcastable to one step's shape [B, ...].
         mem0: initial membrane U_0, [B, ...] (zeros when None).
+        out: where to write the firing potential; may be ``current`` itself (each step reads its current
+            before writing), which saves a [T, B, ...] buffer.
     Returns:
         spikes S [T, B, ...] (0./1. in the current's dtype) and the firing potential V [T, B, ...]
         (the membrane U_t with a delayed reset, the pre-reset membrane Ũ_t with an immediate one; see
@@ -65,17 +68,23 @@ def lif_forward_scan(
     T = steps if constant else current.shape[0]
     step_shape = current.shape if constant else current.shape[1:]
     spikes = current.new_empty((T, *step_shape))
-    pot = current.new_empty((T, *step_shape))
+    pot = current.new_empty((T, *step_shape)) if out is None else out
     prev = current.new_zeros(step_shape) if mem0 is None else mem0.to(current.dtype).expand(step_shape)
     prev_spike = (prev > threshold).to(current.dtype) if reset_delay else None  # reset_1 = H(U_0 - θ)
     subtract = reset == "subtract"
+    carried = current.new_empty(step_shape)
     u = current.new_empty(step_shape) if not reset_delay else None
     for t in range(T):
         v, s = pot[t], spikes[t]
-        torch.mul(prev, beta, out=v)
+        torch.mul(prev, beta, out=carried)  # β U_{t-1}
         if reset_delay and not subtract:
-            v.addcmul_(v, prev_spike, value=-1)  # β U_{t-1} (1 - reset_t)
-        v.add_(current if constant else current[t])
+            carried.addcmul_(carried, prev_spike, value=-1)  # β U_{t-1} (1 - reset_t)
+        if constant:
+            torch.add(carried, current, out=v)
+        else:
+            if out is not current:
+                v.copy_(current[t])
+            v.add_(carried)
         if reset_delay and subtract:
             v.addcmul_(prev_spike, threshold, value=-1)
         torch.gt(v, threshold, out=s)
