@@ -27,7 +27,7 @@ def _one_thread():
 
 
 TINY = 1e-12
-HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HYP = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _values(shape, lo=-2.0, hi=2.0):
@@ -152,7 +152,7 @@ def _bce_grad(model, x, y, classes):
     return {n: -p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20, deadline=None, database=None)
 @given(st.integers(0, 2**31 - 1), st.integers(2, 8), st.integers(2, 5))
 def test_theorem1_sign_of_lfp0_feedback_is_sign_of_negative_bce_gradient(seed, hidden, classes):
     """Theorem 1, in the setting of its proof: a ReLU network with one hidden layer, non-negative inputs,
