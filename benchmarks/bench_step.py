@@ -6,12 +6,13 @@
 Scenarios (the issue's): A spiking MLP 784-1000-1000-10, T=25, batch 128, constant input;
 B 700-128-128-20, T=100, batch 64, Bernoulli input spikes (SHD-like); C spiking LeNet on 1x28x28, T=25,
 batch 128, constant input. Methods: LFP with each scan backend that runs here (torch; triton on CUDA), LFP with
-bfloat16 feedback GEMMs, snntorch BPTT written as its tutorials do (Linear inside the time loop, fast-sigmoid
+bfloat16 feedback GEMMs, LFP keeping only spikes and recomputing currents in the feedback (activation checkpointing), LFP in
+micro-batches of 32 (same update, a quarter of the activation memory), snntorch BPTT written as its tutorials do (Linear inside the time loop, fast-sigmoid
 surrogate slope 25, cross-entropy on spike counts), norse BPTT (LIFBoxCell, SuperSpike).
 
-Each (scenario, method) runs in its own subprocess, so peak memory is that method's alone: on the CPU the peak
-resident set size during the steps minus the resident size before the first step; on CUDA
-``torch.cuda.max_memory_allocated``. CUDA times use CUDA events with synchronisation. Prints a Markdown table
+Each (scenario, method) runs in its own subprocess. Peak memory is the peak of the bytes held by live tensors
+during one step after warm-up (parameters, optimiser state, inputs, activations, temporaries): on the CPU from
+torch's memory profiler (independent of the allocator's caching), on CUDA ``torch.cuda.max_memory_allocated``. CUDA times use CUDA events with synchronisation. Prints a Markdown table
 with ratios against snntorch from the same run and writes JSON next to it.
 """
 
@@ -21,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,12 +33,35 @@ SCENARIOS = {
     "B": dict(arch="mlp", sizes=(700, 128, 128, 20), T=100, B=64, input="spikes"),
     "C": dict(arch="lenet", shape=(1, 28, 28), classes=10, T=25, B=128, input="constant"),
 }
-METHODS = ("lfp-torch", "lfp-torch-bf16", "lfp-triton", "snntorch", "norse")
+METHODS = (
+    "lfp-torch",
+    "lfp-torch-bf16",
+    "lfp-torch-recompute",
+    "lfp-torch-mb32",
+    "lfp-triton",
+    "snntorch",
+    "norse",
+)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _cpu_tensor_peak_mb(step) -> float:
+    """Peak of the bytes held by live CPU tensors during one step (parameters, optimiser state, inputs,
+    activations and temporaries), from torch's memory profiler: independent of the allocator's caching."""
+    import tempfile
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(
+        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
+    ) as prof:
+        step()
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = os.path.join(d, "timeline.raw.json")
+        prof.export_memory_timeline(path, device="cpu")
+        _, sizes = json.load(open(path))
+    return max(sum(s) for s in sizes) / 2**20
 
 
 def _data(sc, device, torch):
@@ -172,10 +195,21 @@ def run_one(scenario: str, method: str, repeats: int, warmup: int, device_name: 
         backend = "triton" if method == "lfp-triton" else "torch"
         model = _lfp_model(sc, backend).to(device)
         matmul_dtype = torch.bfloat16 if method.endswith("bf16") else None
+        micro = 32 if method.endswith("mb32") else None
+        recompute = method.endswith("recompute")
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def step():
-            res = lfp_snn.feedback_result(model, x_seq, y, "sequence", "epsilon", matmul_dtype=matmul_dtype)
+            res = lfp_snn.feedback_result(
+                model,
+                x_seq,
+                y,
+                "sequence",
+                "epsilon",
+                matmul_dtype=matmul_dtype,
+                micro_batch=micro,
+                recompute=recompute,
+            )
             opt.zero_grad(set_to_none=True)
             lfp_snn.write_gradients(model, res.feedback, consume=True)
             opt.step()
@@ -191,13 +225,11 @@ def run_one(scenario: str, method: str, repeats: int, warmup: int, device_name: 
             opt.step()
 
     cuda = device.type == "cuda"
-    rss0 = _rss_mb()  # before the first step: the peak includes the optimiser state, for every method alike
-    for _ in range(warmup):
+    for _ in range(max(warmup, 1)):  # loads libraries and allocates the optimiser state
         step()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
     times = []
     for _ in range(repeats):
         if cuda:
@@ -211,10 +243,7 @@ def run_one(scenario: str, method: str, repeats: int, warmup: int, device_name: 
             t0 = time.perf_counter()
             step()
             times.append(time.perf_counter() - t0)
-    if cuda:
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _cpu_tensor_peak_mb(step)
     return {
         "scenario": scenario,
         "method": method,
@@ -328,7 +357,7 @@ def main(argv=None) -> int:
         "repeats": a.repeats,
         "memory": "CUDA max_memory_allocated"
         if a.device == "cuda"
-        else "peak RSS over the steps minus RSS before the first step (glibc mmap threshold fixed at 64 KiB)",
+        else "peak bytes of live CPU tensors during one step (torch memory profiler): parameters, optimiser state, inputs, activations, temporaries",
     }
     print(table)
     print(

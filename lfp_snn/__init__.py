@@ -1,7 +1,7 @@
 """lfp-snn: spiking neural networks trained by Layer-wise Feedback Propagation (no surrogate gradients).
 
-    import lfp_snn
-    fb = lfp_snn.feedback(model, inputs, labels, reward="sigmoid", rule="epsilon")   # {param name: feedback}
+import lfp_snn
+fb = lfp_snn.feedback(model, inputs, labels, reward="sigmoid", rule="epsilon")   # {param name: feedback}
 """
 
 from .composites import Composite, get_composite, presets, register
@@ -24,8 +24,32 @@ from .rules import AlphaBeta, Epsilon, Rule, ZPlusZMinus, stabilize
 __version__ = "0.1.0"
 
 __all__ = [
-    "LIF", "AlphaBeta", "Composite", "Epsilon", "FeedbackResult", "Heaviside", "LIFParameters", "LIFState",
-    "Rule", "SequenceReward", "SpikingSequential", "ZPlusZMinus", "correct_class_reward", "feedback",
-    "feedback_result", "forward_trace", "get_composite", "lif_scan", "presets", "propagate", "register", "run",
-    "sequence_reward", "sigmoid_reward", "softmax_reward", "stabilize", "supported_layers", "write_gradients",
+    "LIF",
+    "AlphaBeta",
+    "Composite",
+    "Epsilon",
+    "FeedbackResult",
+    "Heaviside",
+    "LIFParameters",
+    "LIFState",
+    "Rule",
+    "SequenceReward",
+    "SpikingSequential",
+    "ZPlusZMinus",
+    "correct_class_reward",
+    "feedback",
+    "feedback_result",
+    "forward_trace",
+    "get_composite",
+    "lif_scan",
+    "presets",
+    "propagate",
+    "register",
+    "run",
+    "sequence_reward",
+    "sigmoid_reward",
+    "softmax_reward",
+    "stabilize",
+    "supported_layers",
+    "write_gradients",
 ]

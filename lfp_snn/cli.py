@@ -15,7 +15,7 @@ from .models import ARCHS, ModelConfig, is_spiking_arch
 from .training import METHODS, TrainConfig, Trainer
 
 # modules that add subcommands: each has ``add_commands(subparsers)``
-COMMAND_MODULES: list[str] = ["lfp_snn.compare"]
+COMMAND_MODULES: list[str] = ["lfp_snn.compare", "lfp_snn.export.commands"]
 
 DATA_HELP = (
     "digits (embedded default, scikit-learn's 8x8 digits) | mnist[:FOLDER] | fashion-mnist[:FOLDER] | "
@@ -118,6 +118,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         choices=("float32", "bfloat16"),
         help="precision of the LFP feedback GEMMs; bfloat16 is faster on CPUs with AMX and on GPUs",
     )
+    g.add_argument(
+        "--micro-batch",
+        type=int,
+        default=None,
+        help="LFP: process each batch in slices of N samples and sum the feedback (same update, less memory)",
+    )
+    g.add_argument(
+        "--recompute",
+        action="store_true",
+        help="LFP: keep only spikes between forward and feedback; recompute currents (least memory)",
+    )
     g.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
     g.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     g.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling and encoders")
@@ -169,10 +180,10 @@ def configs_from_args(a: argparse.Namespace, train) -> tuple[ModelConfig, TrainC
 
 def load_any(spec: str, steps: int, download: bool = False):
     """Static image data sets (lfp_snn.data) or event data sets binned into ``steps`` frames."""
-    from .events import training_data
+    from .events.training_data import is_event_spec, load_event_dataset
 
-    if training_data.is_event_spec(spec):
-        return training_data.load_event_dataset(spec, steps=steps)
+    if is_event_spec(spec):
+        return load_event_dataset(spec, steps=steps)
     return load_dataset(spec, download=download)
 
 

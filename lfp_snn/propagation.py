@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import all_finite, check_finite
 from .composites import Composite, get_composite
 from .kernels import lif_feedback, lif_forward
 from .layers import PARAMETRIC, affine_op
@@ -130,10 +131,7 @@ def _load(t: Tensor, dtype: torch.dtype) -> Tensor:
     return t.to(dtype) if t.dtype == torch.uint8 else t
 
 
-def _check_finite(t: Tensor, what: str) -> None:
-    if not torch.isfinite(t).all():
-        bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"{what} contains {bad} NaN or inf value(s)")
+_check_finite = check_finite
 
 
 def _check_input(model_leaves, x: Tensor, spiking: bool, steps: int | None) -> None:
@@ -173,6 +171,7 @@ def forward_trace(
     input_noise: float = 0.0,
     generator: torch.Generator | None = None,
     composite: Composite | None = None,
+    recompute: bool = False,
 ) -> Trace:
     """Run ``model`` layer by layer and keep what the feedback needs (nothing when ``keep=False``).
 
@@ -180,6 +179,9 @@ def forward_trace(
     trick that lets Heaviside networks learn); a constant input gets the same noise at every step.
     With a ``composite``, only what its rules need is kept: a parametric layer under a LIF layer with the ε
     rule keeps no pre-activation (the LIF's firing potential is all its feedback needs).
+    ``recompute=True`` keeps not even the potential of a LIF layer that sits on a parametric layer: the
+    feedback recomputes its current (one more GEMM) and scan from the spikes kept below — activation
+    checkpointing, for the least memory.
 
     Args:
         inputs: ANN [B, ...]; SNN [T, B, ...], or [B, ...] with ``steps=T`` (constant encoding). A
@@ -245,7 +247,7 @@ def forward_trace(
                 fr.saved.update(beta=beta, thr=thr)
                 if act.constant:  # a [B, ...] current is cheaper to keep than the [T, B, ...] potential
                     fr.saved["current"] = current
-                else:
+                elif not (recompute and below is not None):  # (recompute: I = W x + b again in the feedback)
                     fr.saved["pot"] = pot
                     if below is None:
                         fr.saved["current"] = current
@@ -355,10 +357,27 @@ def propagate(
         elif isinstance(m, LIF):
             if "pot" in s:
                 pot = s["pot"]
-            else:  # constant current: run the forward scan again from the [B, ...] current
+            elif "current" in s:  # constant current: run the forward scan again from the [B, ...] current
                 pot = lif_forward(
                     s["current"], s["beta"], s["thr"], m.reset, m.reset_delay, None, T, m.backend
                 )[1]
+            else:  # recompute mode: the current from the layer below's saved input, then the scan
+                below = frames[i - 1]
+                op, xb = below.saved["op"], below.saved["x"]
+                w, b = below.module.weight, below.module.bias
+                z = op.forward(xb.to(w.dtype), w, b)
+                pot = lif_forward(
+                    z.reshape(T, -1, *z.shape[1:]),
+                    s["beta"],
+                    s["thr"],
+                    m.reset,
+                    m.reset_delay,
+                    None,
+                    None,
+                    m.backend,
+                    out=z.reshape(T, -1, *z.shape[1:]),
+                )[1]
+                del z
             if r_constant:
                 rt, owned = r.unsqueeze(0).expand(T, *r.shape).contiguous(), True
             else:
@@ -417,7 +436,7 @@ def feedback_result(
     model: nn.Module,
     inputs: Tensor,
     labels: Tensor,
-    reward: Callable | str = "sequence",
+    reward: Callable | str = "auto",
     rule: str | Rule | Composite = "epsilon",
     *,
     steps: int | None = None,
@@ -427,31 +446,133 @@ def feedback_result(
     input_noise: float = 0.0,
     generator: torch.Generator | None = None,
     matmul_dtype: torch.dtype | None = None,
+    micro_batch: int | None = None,
+    recompute: bool = False,
 ) -> FeedbackResult:
     """Forward, reward and reverse pass in one call; see :func:`feedback`. Also returns the outputs, the
-    reward, the reward at the input (with ``input_reward=True``) and spike counts per LIF layer."""
+    reward, the reward at the input (with ``input_reward=True``) and spike counts per LIF layer.
+
+    ``micro_batch=m`` runs the batch in slices of m samples and sums their feedback: the feedback is a sum
+    over samples, so the result is the same (up to float summation order) while the memory for activations
+    shrinks by B/m. The reward must then be per sample (all rewards here are). ``recompute=True`` keeps
+    spikes only and recomputes currents and membranes in the feedback (see :func:`forward_trace`).
+    """
     composite = get_composite(rule, eps)
-    trace = forward_trace(
-        model, inputs, steps, input_noise=input_noise, generator=generator, composite=composite
+    batch_axis = 1 if (is_spiking(model) and steps is None) else 0
+    B = inputs.shape[batch_axis] if inputs.dim() > batch_axis else 0
+    if micro_batch is not None and micro_batch < 1:
+        raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+    opts = dict(
+        reward=reward,
+        composite=composite,
+        steps=steps,
+        eps=eps,
+        input_reward=input_reward,
+        input_noise=input_noise,
+        generator=generator,
+        matmul_dtype=matmul_dtype,
+        recompute=recompute,
     )
-    r = get_reward(reward)(trace.output, labels)
+    if micro_batch is None or micro_batch >= B:
+        res = _feedback_once(model, inputs, labels, **opts)
+    else:
+        parts = [
+            _feedback_once(
+                model,
+                inputs.narrow(batch_axis, a, min(micro_batch, B - a)),
+                labels[a : a + micro_batch],
+                **opts,
+            )
+            for a in range(0, B, micro_batch)
+        ]
+        spiking = is_spiking(model)
+        res = _merge(
+            parts, 1 if spiking else 0, 1 if spiking and steps is None and not _time_constant(inputs) else 0
+        )
+    if write_grad:
+        write_gradients(model, res.feedback)
+    return res
+
+
+def _merge(parts: list[FeedbackResult], out_axis: int, rin_axis: int) -> FeedbackResult:
+    """One result from micro-batch results: feedback and spike counts summed, the rest concatenated."""
+    fb = parts[0].feedback
+    for p in parts[1:]:
+        for k, v in p.feedback.items():
+            fb[k].add_(v)
+    sizes = [p.output.shape[out_axis] for p in parts]
+    counts = {k: sum(p.spike_counts[k] for p in parts) for k in parts[0].spike_counts}
+    rates = {
+        k: sum(p.spike_rate[k] * n for p, n in zip(parts, sizes)) / sum(sizes) for k in parts[0].spike_rate
+    }
+    rin = None
+    if parts[0].input_reward is not None:
+        rin = torch.cat([p.input_reward for p in parts], dim=rin_axis)
+    return FeedbackResult(
+        fb,
+        torch.cat([p.output for p in parts], out_axis),
+        torch.cat([p.reward for p in parts], out_axis),
+        rin,
+        counts,
+        rates,
+    )
+
+
+def _feedback_once(
+    model,
+    inputs,
+    labels,
+    *,
+    reward,
+    composite,
+    steps,
+    eps,
+    input_reward,
+    input_noise,
+    generator,
+    matmul_dtype,
+    recompute,
+) -> FeedbackResult:
+    trace = forward_trace(
+        model,
+        inputs,
+        steps,
+        input_noise=input_noise,
+        generator=generator,
+        composite=composite,
+        recompute=recompute,
+    )
+    r = get_reward(("sequence" if trace.steps is not None else "sigmoid") if reward == "auto" else reward)(
+        trace.output, labels
+    )
     if not isinstance(r, Tensor):
         raise TypeError(f"the reward callable must return a tensor, got {type(r).__name__}")
     fb, rin = propagate(
         trace, r, composite, eps, need_input_reward=input_reward, matmul_dtype=matmul_dtype, release=True
     )
-    if write_grad:
-        write_gradients(model, fb)
+    if rin is not None and trace.steps is not None and not trace.input_constant:
+        rin = rin.reshape(trace.steps, -1, *rin.shape[1:])  # time-varying input: [T, B, ...] like the input
+    check_finite_feedback(fb)
     return FeedbackResult(
         fb, trace.output, r, rin if input_reward else None, trace.spike_counts, trace.spike_rate
     )
+
+
+def check_finite_feedback(fb: dict[str, Tensor]) -> None:
+    """LFP-0 (ε = 0) divides by zero where a pre-activation is exactly 0: say so instead of training on NaN."""
+    for k, v in fb.items():
+        if not all_finite(v):
+            raise ValueError(
+                f"the feedback for {k!r} contains NaN or inf; with LFP-0 (eps=0) a pre-activation of "
+                "exactly 0 divides by zero: use a small eps (rule 'epsilon')"
+            )
 
 
 def feedback(
     model: nn.Module,
     inputs: Tensor,
     labels: Tensor,
-    reward: Callable | str = "sigmoid",
+    reward: Callable | str = "auto",
     rule: str | Rule | Composite = "epsilon",
     *,
     steps: int | None = None,
@@ -464,8 +585,9 @@ def feedback(
         model: ``nn.Sequential`` of supported layers (see :func:`supported_layers`); with LIF layers it is a
             spiking network and ``inputs`` are [T, B, ...].
         labels: [B] class indices.
-        reward: a callable ``(outputs, labels) -> reward`` shaped like the outputs, or a name from
-            :data:`lfp_snn.rewards.REWARDS`.
+        reward: a callable ``(outputs, labels) -> reward`` shaped like the outputs, a name from
+            :data:`lfp_snn.rewards.REWARDS`, or ``"auto"``: the sequence reward (Eq. A.16) for spiking models,
+            the sigmoid reward (Eq. 7) for ANNs.
         rule: a preset name (``"epsilon"``, ``"zplus-zminus"``, ``"alpha2-beta1"``, ...), a Rule or a Composite.
         write_grad: also set ``p.grad = -feedback`` so that any ``torch.optim`` optimiser takes the step.
     Returns:

@@ -56,6 +56,8 @@ class TrainConfig:
     input_noise: float = 0.0  # std of Gaussian noise on the inputs of parametric layers while training
     eps: float = 1e-6
     feedback_precision: str = "float32"  # float32 | bfloat16: precision of the LFP feedback GEMMs
+    micro_batch: int | None = None  # LFP: run each batch in slices of this many samples (less memory)
+    recompute: bool = False  # LFP: keep spikes only, recompute currents and membranes in the feedback
     progress: bool = True
     metrics_format: str = "jsonl"
     extra: dict = field(default_factory=dict)
@@ -109,8 +111,8 @@ def clip_updates(model: nn.Module, mode: str, value: float, eps: float = 1e-3) -
         return
     for p in params:
         dims = tuple(range(1, p.dim())) if p.dim() > 1 else None
-        w_norm = p.detach().norm(dim=dims, keepdim=True) if dims else p.detach().abs()
-        g_norm = p.grad.norm(dim=dims, keepdim=True) if dims else p.grad.abs()
+        w_norm = torch.linalg.vector_norm(p.detach(), dim=dims, keepdim=True) if dims else p.detach().abs()
+        g_norm = torch.linalg.vector_norm(p.grad, dim=dims, keepdim=True) if dims else p.grad.abs()
         limit = value * w_norm.clamp(min=eps)
         p.grad.mul_(torch.where(g_norm > limit, limit / g_norm.clamp(min=1e-12), torch.ones_like(g_norm)))
 

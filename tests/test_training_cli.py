@@ -239,11 +239,6 @@ def test_clip_agc_bounds_each_row_by_lambda_times_the_weight_norm():
     assert clipped > 0 and kept > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="clip_updates('agc') calls Tensor.norm(dim=(1, 2, 3)), which torch treats as a matrix norm and "
-    "rejects for conv weights (RuntimeError: linalg.matrix_norm: dim must be a 2-tuple)",
-)
 def test_clip_agc_works_for_conv_weights():
     torch.manual_seed(0)
     model = _with_grads(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(16, 3)), 1.0)

@@ -10,13 +10,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..checks import all_finite
+
 
 def _check(x: Tensor, steps: int, bounded: bool) -> None:
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not x.is_floating_point():
         raise ValueError(f"expected a floating-point input, got dtype {x.dtype}")
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise ValueError("the input contains NaN or inf")
     if bounded and x.numel() and (x.min() < 0 or x.max() > 1):
         raise ValueError(

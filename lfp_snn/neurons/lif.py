@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..checks import all_finite
 from ..kernels import BACKENDS, lif_forward
 from ..kernels.torch_scan import RESETS, membrane
 
@@ -84,7 +85,7 @@ def lif_scan(
         raise ValueError(f"steps must be >= 1, got {steps}")
     if steps is None and current.shape[0] == 0:
         raise ValueError("expected at least one time step, got T = 0")
-    if not torch.isfinite(current).all():
+    if not all_finite(current):
         raise ValueError("the input current contains NaN or inf")
     beta, thr = _as(p.beta, current), _as(p.threshold, current)
     mem0 = None if state is None else state.mem
@@ -133,6 +134,11 @@ class LIF(nn.Module):
         return lif_scan(current, self.parameters_, state, steps=steps, backend=self.backend)
 
     def forward(self, current: Tensor) -> Tensor:
+        if current.dim() < 3:
+            raise ValueError(
+                f"expected currents of shape [T, B, ...] (time first, then batch), got {list(current.shape)}; "
+                "use scan() for a single unbatched population [T, N]"
+            )
         return self.scan(current)[0]
 
     def extra_repr(self) -> str:

@@ -1,0 +1,121 @@
+"""``lfp-snn export nir|fpga``: write hardware artefacts from a checkpoint folder and prove them by running."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+
+
+def _nir(a: argparse.Namespace) -> int:
+    import torch
+
+    from ..propagation import run
+    from .nir_export import export_nir, import_nir, load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_nir(a.checkpoint, a.out, dt=a.dt, maxpool=a.maxpool, convert_reset=a.convert_reset)
+    for w in caught:
+        print(f"warning: {w.message}")
+    # prove it: read the file back and compare output spikes with the original on random input
+    model, _ = load_model(a.checkpoint)
+    back = import_nir(a.out)
+    shape = next(p for n, p in model.named_parameters() if n.endswith("weight")).shape
+    x = _probe_input(model, a.steps, shape)
+    if a.convert_reset:
+        from .nir_export import convert_reset
+
+        model = convert_reset(model, a.convert_reset, False)
+    same = bool(torch.equal(run(model, x), run(back, x)))
+    print(json.dumps({"nir": str(a.out), "round_trip_identical_spikes": same, "steps": a.steps}))
+    return 0 if same else 1
+
+
+def _probe_input(model, steps: int, first_weight_shape):
+    import torch
+
+    from ..models import ModelConfig
+    from .nir_export import load_model  # noqa: F401
+
+    cfg = getattr(model, "_lfp_config", None)
+    g = torch.Generator().manual_seed(0)
+    if isinstance(cfg, ModelConfig):
+        shape = cfg.input_shape
+    elif len(first_weight_shape) == 4:
+        shape = (first_weight_shape[1], 28, 28)
+    else:
+        shape = (first_weight_shape[1],)
+    return (torch.rand(steps, 4, *shape, generator=g) < 0.3).float()
+
+
+def _fpga(a: argparse.Namespace) -> int:
+    from .fixed_point import export_fpga
+    from .simulator import verify_bundle
+    from .verilog import iverilog_available, run_verilog_check
+
+    out = export_fpga(
+        a.checkpoint,
+        a.out,
+        weight_bits=a.weight_bits,
+        mem_bits=a.mem_bits,
+        decay=a.decay,
+        beta_bits=a.beta_bits,
+        samples=a.samples,
+        steps=a.steps,
+    )
+    verify_bundle(out)
+    report = {"bundle": str(out), "verified": True}
+    if a.verilog:
+        if not iverilog_available():
+            raise SystemExit("error: --verilog needs Icarus Verilog (apt-get install iverilog)")
+        res = run_verilog_check(out)
+        report["verilog_bit_exact"] = bool(res.ok)
+        report["verilog_mismatches"] = res.mismatches
+    print(json.dumps(report))
+    return 0 if report.get("verilog_bit_exact", True) else 1
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a trained model to NIR (neuromorphic chips) or an FPGA bundle",
+        description="Export a checkpoint folder (config.json + model.pt from `lfp-snn train --out`).",
+    )
+    kinds = p.add_subparsers(dest="kind", required=True)
+    n = kinds.add_parser("nir", help="NIR graph (Loihi 2/Lava, SpiNNaker2, Xylo, Speck, snntorch, norse)")
+    n.add_argument("checkpoint", help="checkpoint folder")
+    n.add_argument("--out", required=True, help="output .nir file")
+    n.add_argument("--dt", type=float, default=1e-3, help="time step in seconds for the continuous mapping")
+    n.add_argument(
+        "--maxpool",
+        default="error",
+        choices=("error", "spiking"),
+        help="MaxPool2d has no NIR node: error, or an exact sum-pool + IF gate substitute on spikes",
+    )
+    n.add_argument(
+        "--convert-reset",
+        default=None,
+        choices=("zero",),
+        help="rewrite the neurons to reset-to-zero without delay (what NIR represents); fine-tune after",
+    )
+    n.add_argument("--steps", type=int, default=25, help="steps of the round-trip check (default 25)")
+    n.set_defaults(func=_nir)
+    f = kinds.add_parser(
+        "fpga", help="fixed-point bundle (.mem/.coe/.mif, C header, golden vectors, Verilog)"
+    )
+    f.add_argument("checkpoint", help="checkpoint folder (dense spiking MLP)")
+    f.add_argument("--out", required=True, help="output folder (written atomically)")
+    f.add_argument("--weight-bits", type=int, default=8)
+    f.add_argument("--mem-bits", type=int, default=16)
+    f.add_argument("--beta-bits", type=int, default=8)
+    f.add_argument(
+        "--decay",
+        default="multiply",
+        choices=("multiply", "shift"),
+        help="membrane decay by a fixed-point multiply, or by a right shift (β ≈ 1 - 2^-k)",
+    )
+    f.add_argument("--samples", type=int, default=4, help="golden test vectors: samples")
+    f.add_argument("--steps", type=int, default=25, help="golden test vectors: time steps")
+    f.add_argument("--verilog", action="store_true", help="also run the Verilog LIF layer in iverilog")
+    f.set_defaults(func=_fpga)
