@@ -76,6 +76,7 @@ __all__ = [
     "add_commands",
     "canonical_json",
     "make_grid",
+    "normalize_config",
     "read_results",
     "run_sweep",
     "run_trial",
@@ -149,6 +150,25 @@ def trial_config(name: str, data: dict, model_config, train_config) -> dict:
         "model": model_config.to_dict(),
         "train": train,
     }
+
+
+def normalize_config(config: dict) -> dict:
+    """``config`` with the model and train fields it lacks filled in with today's defaults.
+
+    A results file written before a field was added to ``TrainConfig`` or ``ModelConfig`` holds configs
+    without it; their keys hash what was stored. Matching a requested trial against them goes through this
+    function, so such trials still count as done, on the (kept) convention that a new field's default
+    reproduces the old behaviour. A stored field that no longer exists keeps the trial from matching."""
+    from .models import ModelConfig
+    from .training import TrainConfig
+
+    train = dataclasses.asdict(TrainConfig())
+    for k in PRESENTATION_FIELDS:
+        train.pop(k, None)
+    out = dict(config)
+    out["train"] = {**json.loads(canonical_json(train)), **config.get("train", {})}
+    out["model"] = {**ModelConfig().to_dict(), **config.get("model", {})}
+    return out
 
 
 ConfigMaker = Callable[[str, str, str, float, int, int, float], tuple]
@@ -434,17 +454,28 @@ class ResultsStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.parts = Path(str(self.path) + ".parts")
-        self.records: dict[str, dict] = {}
+        self.records: dict[str, dict] = {}  # by the key stored in the file
+        self.current: dict[str, str] = {}  # key of the config normalised to today's fields -> stored key
         self._lock = None
 
     @property
     def done(self) -> set[str]:
-        return set(self.records)
+        """Keys of the finished trials, as today's code computes them (see :func:`normalize_config`)."""
+        return set(self.current)
+
+    def record(self, key: str) -> dict:
+        """The record of a finished trial, by today's key."""
+        return self.records[self.current[key]]
+
+    def _index(self, records: dict[str, dict]) -> None:
+        self.records.update(records)
+        for k, r in records.items():
+            self.current[trial_key(normalize_config(r["config"]))] = k
 
     def __enter__(self) -> ResultsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            self.records = read_results(self.path)  # check before anything is written
+            self._index(read_results(self.path))  # checked before anything is written
         self.parts.mkdir(exist_ok=True)
         self._lock = open(self.parts / "lock", "w")
         try:
@@ -534,7 +565,7 @@ class ResultsStore:
             finally:
                 tmp.unlink(missing_ok=True)
             _fsync_dir(self.path.parent)
-            self.records.update(new)
+            self._index(new)
         for part in parts:
             part.unlink()
         return len(new)
@@ -701,14 +732,13 @@ def run_sweep(
                     )
             except KeyboardInterrupt:
                 interrupted = True
-                if hasattr(stream, "close"):
-                    stream.close()
                 say(
                     f"interrupted: {len(skipped) + len(ran)} of {len(trials)} trials are in {store.path}; "
                     "run the same command again to resume"
                 )
-        grid = {t.key for t in trials}
-        records = {k: r for k, r in store.records.items() if k in grid}
+            finally:
+                stream.close()  # a pool or Ray stops its workers when the loop ends early
+        records = {t.key: store.record(t.key) for t in trials if t.key in store.done}  # grid order
     return SweepOutcome(records, skipped, ran, failed, interrupted)
 
 
@@ -1041,19 +1071,22 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         device = a.device  # the Ray cluster's GPUs, not this machine's
     torch.set_num_threads(a.threads_per_trial)
     results = Path(a.results) if a.results else Path(a.out) / "sweep.h5"
+    if results.exists():
+        read_results(results)  # a damaged file is reported before any data is loaded
     try:
         trials, meta = grid_from_args(a)
     except ImportError as e:
         raise SystemExit(f"error: {e}") from None
-    meta["executor"] = f"{a.executor}, {a.workers} worker(s) × {a.threads_per_trial} thread(s), {device}"
+    if not a.report_only:
+        meta["executor"] = f"{a.executor}, {a.workers} worker(s) × {a.threads_per_trial} thread(s), {device}"
     meta["results"] = str(results)
     outcome = None
     if a.report_only:
         if not results.exists():
             raise FileNotFoundError(f"{results}: no results file to report on")
-        records = read_results(results)
-        grid = {t.key for t in trials}
-        records = {k: r for k, r in records.items() if k in grid}
+        stored = read_results(results)
+        current = {trial_key(normalize_config(r["config"])): r for r in stored.values()}
+        records = {t.key: current[t.key] for t in trials if t.key in current}
     else:
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:

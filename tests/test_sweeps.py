@@ -154,6 +154,27 @@ def test_rerun_skips_finished_trials_and_runs_only_new_ones(finished, tmp_path):
     assert len(sweeps.read_results(copy)) == 12
 
 
+def test_records_from_before_a_new_config_field_still_count_as_done(finished, tmp_path):
+    """A file written before TrainConfig/ModelConfig gained a field (its default keeping the old behaviour)
+    holds configs without that field: the trials are still found, not run again."""
+    path, trials, _ = finished
+    t = trials[0]
+    old = json.loads(json.dumps(t.config))
+    assert old["train"]["momentum"] == TrainConfig().momentum
+    del old["train"]["momentum"], old["model"]["weight_scale"]  # as if these fields were added later
+    record = {**sweeps.read_results(path)[t.key], "config": old, "key": sweeps.trial_key(old)}
+    assert record["key"] != t.key and sweeps.trial_key(sweeps.normalize_config(old)) == t.key
+    target = tmp_path / "old.h5"
+    with sweeps.ResultsStore(target) as store:
+        store.add(record)
+    out = sweeps.run_sweep(trials[:2], target, log=None)
+    assert out.skipped == [t.key] and out.ran == [trials[1].key]
+    assert out.records[t.key]["config"] == old  # the stored record, as it was written
+    changed = json.loads(json.dumps(old))
+    changed["train"]["no_such_field"] = 1  # a field today's code does not know: not the same trial
+    assert sweeps.trial_key(sweeps.normalize_config(changed)) != t.key
+
+
 def test_a_failed_trial_is_reported_and_not_recorded(tmp_path):
     # "gradient" trains ANNs only: on a spiking model the Trainer refuses it
     trials = sweeps.make_grid(["lfp-epsilon", "gradient"], [0.9], [2], [0], [1e-3], _make_configs, DATA)
