@@ -15,11 +15,13 @@ from .models import ARCHS, ModelConfig, is_spiking_arch
 from .training import METHODS, TrainConfig, Trainer
 
 # modules that add subcommands: each has ``add_commands(subparsers)``
-COMMAND_MODULES: list[str] = ["lfp_snn.compare", "lfp_snn.export.commands"]
+COMMAND_MODULES: list[str] = ["lfp_snn.compare", "lfp_snn.sweeps", "lfp_snn.export.commands"]
 
 DATA_HELP = (
     "digits (embedded default, scikit-learn's 8x8 digits) | mnist[:FOLDER] | fashion-mnist[:FOLDER] | "
-    "idx:FOLDER (any MNIST-format IDX folder)"
+    "idx:FOLDER (any MNIST-format IDX folder) | event data binned into -T frames: nmnist:FOLDER | shd:FILE | "
+    "dvsgesture:FOLDER | emulated-digits | emulated-fashion-mnist[:FOLDER] | emulated-mnist[:FOLDER] "
+    "(N-MNIST-like recordings emulated from the images by saccades; see --limit)"
 )
 
 
@@ -49,6 +51,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", default="digits", help=f"data set: {DATA_HELP} (default: digits)")
     g.add_argument(
         "--download", action="store_true", help="download MNIST if it is not on disk (needs a network)"
+    )
+    g.add_argument(
+        "--limit",
+        default=None,
+        help="event data: cap the splits before loading: N, N_TRAIN,N_TEST or all (default 6000,1000 "
+        "for the emulated 28x28 sets, else all; also $LFP_SNN_EVENT_LIMIT)",
     )
     g.add_argument("--subset", type=int, default=None, help="train on a stratified subset of N samples")
     g.add_argument(
@@ -113,6 +121,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--input-noise", type=float, default=0.0, help="std of Gaussian noise on layer inputs while training"
     )
     g.add_argument(
+        "--noise-schedule",
+        default="constant",
+        choices=("constant", "linear", "cosine"),
+        help="scale of --input-noise over the epochs: constant (default), or linear/cosine decay to zero",
+    )
+    g.add_argument(
         "--feedback-precision",
         default="float32",
         choices=("float32", "bfloat16"),
@@ -132,6 +146,58 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
     g.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     g.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling and encoders")
+    g = p.add_argument_group(
+        "silent neurons (small β, short T; docs/small_beta.md)",
+        "all off by default: the reference LFP rule",
+    )
+    g.add_argument(
+        "--membrane-share",
+        type=float,
+        default=0.0,
+        help="LFP-ε: λ, reward share of silent steps near the threshold, R_in = (S + λ a) ⊙ (g W) (0: off)",
+    )
+    g.add_argument(
+        "--membrane-share-weight",
+        type=float,
+        default=0.0,
+        help="LFP-ε: λ_W, the same in the weight feedback, F_W = |W| ⊙ (gᵀ (S + λ_W a)) (0: off)",
+    )
+    g.add_argument(
+        "--membrane-activity",
+        default="power",
+        choices=("power", "sigmoid"),
+        help="a = (1 - S) clamp(V/θ, 0, 1)^k (power, default) or (1 - S) σ((V - θ)/(τθ)) (sigmoid)",
+    )
+    g.add_argument(
+        "--membrane-power", type=float, default=1.0, help="k of --membrane-activity power (default 1)"
+    )
+    g.add_argument(
+        "--membrane-tau", type=float, default=0.25, help="τ of --membrane-activity sigmoid (default 0.25)"
+    )
+    g.add_argument(
+        "--homeostasis",
+        type=float,
+        default=0.0,
+        help="η: after each step, lower θ (or raise the bias) of neurons firing below --homeostasis-target (0: off)",
+    )
+    g.add_argument(
+        "--homeostasis-target",
+        type=float,
+        default=0.02,
+        help="r*: target spikes per neuron per step (default 0.02)",
+    )
+    g.add_argument(
+        "--homeostasis-mode",
+        default="threshold",
+        choices=("threshold", "bias"),
+        help="adapt the LIF threshold θ (default; LFP only) or the bias of the layer feeding the LIF",
+    )
+    g.add_argument(
+        "--homeostasis-min-threshold",
+        type=float,
+        default=0.1,
+        help="θ never drops below this fraction of its initial value (default 0.1)",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--out", default=None, help="output folder: metrics, config.json, model.pt")
     g.add_argument("--metrics-format", default="jsonl", choices=("jsonl", "csv"))
@@ -172,18 +238,28 @@ def configs_from_args(a: argparse.Namespace, train) -> tuple[ModelConfig, TrainC
         clip=a.clip,
         clip_value=a.clip_value,
         input_noise=a.input_noise,
+        noise_schedule=a.noise_schedule,
+        membrane_share=a.membrane_share,
+        membrane_share_weight=a.membrane_share_weight,
+        membrane_activity=a.membrane_activity,
+        membrane_power=a.membrane_power,
+        membrane_tau=a.membrane_tau,
+        homeostasis=a.homeostasis,
+        homeostasis_target=a.homeostasis_target,
+        homeostasis_mode=a.homeostasis_mode,
+        homeostasis_min_threshold=a.homeostasis_min_threshold,
         progress=not a.no_progress,
         metrics_format=a.metrics_format,
     )
     return model_cfg, train_cfg
 
 
-def load_any(spec: str, steps: int, download: bool = False):
+def load_any(spec: str, steps: int, download: bool = False, limit=None):
     """Static image data sets (lfp_snn.data) or event data sets binned into ``steps`` frames."""
     from .events.training_data import is_event_spec, load_event_dataset
 
     if is_event_spec(spec):
-        return load_event_dataset(spec, steps=steps)
+        return load_event_dataset(spec, steps=steps, limit=limit)
     return load_dataset(spec, download=download)
 
 
@@ -203,7 +279,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             check_backend(a.backend, device)
         except (RuntimeError, ValueError) as e:
             raise SystemExit(f"error: --backend {a.backend}: {e}") from None
-    train, test = load_any(a.data, a.steps, a.download)
+    train, test = load_any(a.data, a.steps, a.download, a.limit)
     if a.subset:
         train = train.subset(a.subset, seed=a.seed)
     if a.test_subset:
