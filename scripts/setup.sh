@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip install -q -c scripts/constraints.txt)
 "${PIP[@]}" torch==2.13.0
-"${PIP[@]}" -e ".[dev,baselines,export,events,plots,triton]"
+"${PIP[@]}" -e ".[dev,baselines,export,events,plots,triton,ray]"
 # norse asks for torchvision and a CUDA torch; its real needs (numpy, nir, nirtorch) are installed above.
 "${PIP[@]}" --no-deps "norse==1.1.0"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

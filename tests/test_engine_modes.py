@@ -144,3 +144,15 @@ def test_spikes_are_kept_as_uint8_between_forward_and_feedback():
     trace = lfp_snn.forward_trace(m, x)
     kept = [f.saved["x"] for f in trace.frames if "x" in f.saved and f.name != "1"]
     assert kept and all(t.dtype == torch.uint8 for t in kept)
+
+
+def test_cli_passes_engine_options_to_the_trainer():
+    from lfp_snn.cli import build_parser, configs_from_args
+    from lfp_snn.data import load_digits
+
+    train, _ = load_digits()
+    a = build_parser().parse_args(
+        ["train", "--feedback-precision", "bfloat16", "--micro-batch", "8", "--recompute", "--input-noise", "0.1"]
+    )
+    _, cfg = configs_from_args(a, train)
+    assert (cfg.feedback_precision, cfg.micro_batch, cfg.recompute, cfg.input_noise) == ("bfloat16", 8, True, 0.1)
