@@ -32,6 +32,7 @@ from .layers import PARAMETRIC, affine_op
 from .neurons.lif import LIF, check_lif_parameters
 from .rewards import get_reward
 from .rules import Epsilon, Rule, stabilize
+from .small_beta import MembraneShare, as_membrane_share
 
 
 class Heaviside(nn.Module):
@@ -308,13 +309,17 @@ def propagate(
     need_input_reward: bool = False,
     matmul_dtype: torch.dtype | None = None,
     release: bool = False,
+    membrane_share: MembraneShare | None = None,
 ) -> tuple[dict[str, Tensor], Tensor | None]:
     """The reverse pass: reward at the output -> feedback per parameter (and the reward at the input).
 
     Between layers the reward is [B, ...] (ANN, or SNN activations that are the same at every step, where
     the reward is summed over time: every rule is linear in the reward) or [T·B, ...] (time-resolved).
     ``release=True`` frees each layer's saved tensors as soon as it is done (the trace is spent).
+    ``membrane_share`` (off when None or zero) gives silent, near-firing steps of a LIF layer a share of the
+    reward at the ε layer above it (:mod:`lfp_snn.small_beta`).
     """
+    membrane_share = as_membrane_share(membrane_share)
     T = trace.steps
     frames = trace.frames
     if reward.shape != trace.output.shape:
@@ -340,7 +345,20 @@ def propagate(
             need = need_input_reward or _wants_input(frames, i)
             rule: Rule = composite.rule_for(fr.name, m)
             x = s["x"]  # may be uint8 spikes: the rules convert as they go
-            if normalized and isinstance(rule, Epsilon):
+            below = None if membrane_share is None else _lif_below(frames, i, rule)
+            if below is not None:  # membrane-aware ε: S + λ a in place of the spikes S
+                a = _near_firing(frames[below], membrane_share, frames, below, T).reshape(x.shape)
+                g = r if normalized else r / stabilize(s["z"], rule.eps)
+                xw = x if membrane_share.weight == 0 else torch.add(x, a, alpha=membrane_share.weight)
+                xi = (
+                    x
+                    if not need or membrane_share.input == 0
+                    else torch.add(x, a, alpha=membrane_share.input)
+                )
+                del a
+                lf = rule.normalized(s["op"], xw, g, need, matmul_dtype, x_input=xi)
+                del xw, xi
+            elif normalized and isinstance(rule, Epsilon):
                 lf = rule.normalized(s["op"], x, r, need, matmul_dtype)
             else:
                 if normalized:  # the current's share of the membrane: R^I = I ⊙ g
@@ -355,29 +373,7 @@ def propagate(
             if r is None:
                 break
         elif isinstance(m, LIF):
-            if "pot" in s:
-                pot = s["pot"]
-            elif "current" in s:  # constant current: run the forward scan again from the [B, ...] current
-                pot = lif_forward(
-                    s["current"], s["beta"], s["thr"], m.reset, m.reset_delay, None, T, m.backend
-                )[1]
-            else:  # recompute mode: the current from the layer below's saved input, then the scan
-                below = frames[i - 1]
-                op, xb = below.saved["op"], below.saved["x"]
-                w, b = below.module.weight, below.module.bias
-                z = op.forward(xb.to(w.dtype), w, b)
-                pot = lif_forward(
-                    z.reshape(T, -1, *z.shape[1:]),
-                    s["beta"],
-                    s["thr"],
-                    m.reset,
-                    m.reset_delay,
-                    None,
-                    None,
-                    m.backend,
-                    out=z.reshape(T, -1, *z.shape[1:]),
-                )[1]
-                del z
+            pot = _potential(frames, i, T)
             if r_constant:
                 rt, owned = r.unsqueeze(0).expand(T, *r.shape).contiguous(), True
             else:
@@ -411,6 +407,52 @@ def propagate(
         if release:
             s.clear()
     return fb, r
+
+
+def _potential(frames: list[_Frame], i: int, T: int) -> Tensor:
+    """The firing potential V [T, B, ...] of LIF frame i: kept, or recomputed from what was kept."""
+    fr = frames[i]
+    m, s = fr.module, fr.saved
+    if "pot" in s:
+        return s["pot"]
+    if "current" in s:  # constant current: run the forward scan again from the [B, ...] current
+        return lif_forward(s["current"], s["beta"], s["thr"], m.reset, m.reset_delay, None, T, m.backend)[1]
+    # recompute mode: the current from the layer below's saved input, then the scan
+    below = frames[i - 1]
+    op, xb = below.saved["op"], below.saved["x"]
+    w, b = below.module.weight, below.module.bias
+    z = op.forward(xb.to(w.dtype), w, b)
+    z = z.reshape(T, -1, *z.shape[1:])
+    return lif_forward(z, s["beta"], s["thr"], m.reset, m.reset_delay, None, None, m.backend, out=z)[1]
+
+
+def _lif_below(frames: list[_Frame], i: int, rule: Rule) -> int | None:
+    """Index of the LIF frame whose spikes are parametric frame i's input (through shape-only layers), or
+    None when its input does not come from a LIF layer. Raises where the membrane-aware rule cannot apply."""
+    j = i - 1
+    while j >= 0 and isinstance(frames[j].module, (*SHAPE_ONLY, nn.Identity)):
+        j -= 1
+    if j < 0 or not any(isinstance(f.module, LIF) for f in frames[: j + 1]):
+        return None
+    m = frames[j].module
+    if not isinstance(m, LIF):
+        raise ValueError(
+            f"membrane_share: layer {frames[i].name!r} takes its input from {type(m).__name__} "
+            f"{frames[j].name!r}, not directly from a LIF layer (only Flatten/Unflatten/Identity may sit "
+            "between them); turn membrane_share off for this model"
+        )
+    if not isinstance(rule, Epsilon):
+        raise ValueError(
+            f"membrane_share is a variant of the ε rule; layer {frames[i].name!r} uses {rule.name!r}"
+        )
+    return j
+
+
+def _near_firing(fr: _Frame, share: MembraneShare, frames: list[_Frame], j: int, T: int) -> Tensor:
+    """a [T, B, ...] of LIF frame j; its potential is kept in the frame for the LIF's own feedback."""
+    if "pot" not in fr.saved:
+        fr.saved["pot"] = _potential(frames, j, T)
+    return share.near_firing(fr.saved["pot"], fr.saved["thr"])
 
 
 def _backward_simple(fr: _Frame, r: Tensor, eps: float) -> Tensor:
@@ -448,6 +490,7 @@ def feedback_result(
     matmul_dtype: torch.dtype | None = None,
     micro_batch: int | None = None,
     recompute: bool = False,
+    membrane_share: MembraneShare | float | None = None,
 ) -> FeedbackResult:
     """Forward, reward and reverse pass in one call; see :func:`feedback`. Also returns the outputs, the
     reward, the reward at the input (with ``input_reward=True``) and spike counts per LIF layer.
@@ -456,8 +499,12 @@ def feedback_result(
     over samples, so the result is the same (up to float summation order) while the memory for activations
     shrinks by B/m. The reward must then be per sample (all rewards here are). ``recompute=True`` keeps
     spikes only and recomputes currents and membranes in the feedback (see :func:`forward_trace`).
+    ``membrane_share`` (a :class:`lfp_snn.small_beta.MembraneShare`, or a number λ for its input share)
+    turns on the membrane-aware ε rule for spiking models: silent steps that came close to firing get a
+    share of the reward (off by default: the reference rule).
     """
     composite = get_composite(rule, eps)
+    membrane_share = as_membrane_share(membrane_share)
     batch_axis = 1 if (is_spiking(model) and steps is None) else 0
     B = inputs.shape[batch_axis] if inputs.dim() > batch_axis else 0
     if micro_batch is not None and micro_batch < 1:
@@ -472,6 +519,7 @@ def feedback_result(
         generator=generator,
         matmul_dtype=matmul_dtype,
         recompute=recompute,
+        membrane_share=membrane_share,
     )
     if micro_batch is None or micro_batch >= B:
         res = _feedback_once(model, inputs, labels, **opts)
@@ -532,6 +580,7 @@ def _feedback_once(
     generator,
     matmul_dtype,
     recompute,
+    membrane_share,
 ) -> FeedbackResult:
     trace = forward_trace(
         model,
@@ -548,7 +597,14 @@ def _feedback_once(
     if not isinstance(r, Tensor):
         raise TypeError(f"the reward callable must return a tensor, got {type(r).__name__}")
     fb, rin = propagate(
-        trace, r, composite, eps, need_input_reward=input_reward, matmul_dtype=matmul_dtype, release=True
+        trace,
+        r,
+        composite,
+        eps,
+        need_input_reward=input_reward,
+        matmul_dtype=matmul_dtype,
+        release=True,
+        membrane_share=membrane_share,
     )
     if rin is not None and trace.steps is not None and not trace.input_constant:
         rin = rin.reshape(trace.steps, -1, *rin.shape[1:])  # time-varying input: [T, B, ...] like the input

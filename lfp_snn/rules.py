@@ -78,12 +78,20 @@ class Epsilon(Rule):
         return self.normalized(op, x, reward / stabilize(z, self.eps), need_input, matmul_dtype)
 
     def normalized(
-        self, op, x: Tensor, g: Tensor, need_input: bool = True, matmul_dtype: torch.dtype | None = None
+        self,
+        op,
+        x: Tensor,
+        g: Tensor,
+        need_input: bool = True,
+        matmul_dtype: torch.dtype | None = None,
+        x_input: Tensor | None = None,
     ) -> LayerFeedback:
         """The ε rule given g = R / stabilize(z) directly (a LIF layer's feedback scan produces g).
 
         ``matmul_dtype`` (e.g. ``torch.bfloat16``) runs the two feedback GEMMs in that precision (spikes are
         exact in bf16; g and W are rounded to 8 significant bits); the results come back in g's dtype.
+        ``x_input`` (x's shape) replaces x in the input reward, R_in = x_input ⊙ (∂z/∂x)ᵀ g, while F_W keeps
+        x (the membrane-aware variant, :mod:`lfp_snn.small_beta`, passes S + λ a there).
         """
         m = op.module
         w = m.weight.to(g.dtype)
@@ -96,7 +104,7 @@ class Epsilon(Rule):
         fb = None if m.bias is None else m.bias.to(g.dtype).abs() * op.bias_vjp(g)
         rin = None
         if need_input:  # x ⊙ (∂z/∂x)ᵀ g, multiplied in place (x may be uint8 spikes)
-            rin = op.input_vjp(gm, wm, xm).to(g.dtype).mul_(x)
+            rin = op.input_vjp(gm, wm, xm).to(g.dtype).mul_(x if x_input is None else x_input)
         return LayerFeedback(rin, fw, fb)
 
 
