@@ -22,15 +22,19 @@ from torch import Tensor, nn
 from .checkpoint import save_checkpoint
 from .composites import get_composite
 from .encoders import get_encoder
+from .homeostasis import MODES as HOMEOSTASIS_MODES
+from .homeostasis import Homeostasis
 from .models import ModelConfig, build_model, is_spiking_arch
 from .neurons import LIF
 from .propagation import feedback_result, run, write_gradients
 from .rewards import get_reward
+from .small_beta import ACTIVITIES, MembraneShare
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "onecycle")
 CLIPS = ("none", "norm", "agc")
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+NOISE_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass
@@ -54,6 +58,18 @@ class TrainConfig:
     clip: str = "none"
     clip_value: float = 1.0  # max global norm (norm) or the ratio λ (agc)
     input_noise: float = 0.0  # std of Gaussian noise on the inputs of parametric layers while training
+    noise_schedule: str = "constant"  # constant | linear | cosine: input_noise's scale over the epochs
+    # LFP-ε, membrane-aware (lfp_snn.small_beta): silent steps near the threshold share the reward; 0 = off
+    membrane_share: float = 0.0  # λ: share in the reward passed down, R_in = (S + λ a) ⊙ (g W)
+    membrane_share_weight: float = 0.0  # λ_W: share in the weight feedback, F_W = |W| ⊙ (gᵀ (S + λ_W a))
+    membrane_activity: str = "power"  # a = (1 - S) clamp(V/θ, 0, 1)^k (power) or (1 - S) σ((V - θ)/(τθ))
+    membrane_power: float = 1.0  # k
+    membrane_tau: float = 0.25  # τ (sigmoid), in units of θ
+    # homeostasis (lfp_snn.homeostasis): after each step, excite neurons firing below a target rate; 0 = off
+    homeostasis: float = 0.0  # η: largest relative threshold change (or bias step in units of θ) per step
+    homeostasis_target: float = 0.02  # r*: target spikes per neuron per step
+    homeostasis_mode: str = "threshold"  # threshold | bias
+    homeostasis_min_threshold: float = 0.1  # θ never goes below this fraction of its initial value
     eps: float = 1e-6
     feedback_precision: str = "float32"  # float32 | bfloat16: precision of the LFP feedback GEMMs
     micro_batch: int | None = None  # LFP: run each batch in slices of this many samples (less memory)
@@ -61,6 +77,29 @@ class TrainConfig:
     progress: bool = True
     metrics_format: str = "jsonl"
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # older configs kept the noise schedule in extra["noise_schedule"]: move it to the field
+        if "noise_schedule" in self.extra:
+            extra = dict(self.extra)
+            old = extra.pop("noise_schedule")
+            if self.noise_schedule not in ("constant", old):
+                raise ValueError(
+                    f"noise_schedule={self.noise_schedule!r} and extra['noise_schedule']={old!r} disagree; "
+                    "set the noise_schedule field only"
+                )
+            self.noise_schedule, self.extra = old, extra
+
+    def membrane(self) -> MembraneShare | None:
+        """The membrane-aware ε options, or None when off (the reference rule)."""
+        share = MembraneShare(
+            self.membrane_share,
+            self.membrane_share_weight,
+            self.membrane_activity,
+            self.membrane_power,
+            self.membrane_tau,
+        )
+        return share if share.active else None
 
     def validate(self) -> None:
         checks = [
@@ -74,6 +113,19 @@ class TrainConfig:
             (self.clip_value > 0, f"clip_value must be > 0, got {self.clip_value}"),
             (self.input_noise >= 0, f"input_noise must be >= 0, got {self.input_noise}"),
             (
+                self.noise_schedule in NOISE_SCHEDULES,
+                f"noise_schedule must be one of {NOISE_SCHEDULES}, got {self.noise_schedule!r}",
+            ),
+            (
+                self.membrane_activity in ACTIVITIES,
+                f"membrane_activity must be one of {ACTIVITIES}, got {self.membrane_activity!r}",
+            ),
+            (self.homeostasis >= 0, f"homeostasis (η) must be >= 0, got {self.homeostasis}"),
+            (
+                self.homeostasis_mode in HOMEOSTASIS_MODES,
+                f"homeostasis_mode must be one of {HOMEOSTASIS_MODES}, got {self.homeostasis_mode!r}",
+            ),
+            (
                 self.metrics_format in ("jsonl", "csv"),
                 f"metrics_format must be jsonl or csv, got {self.metrics_format!r}",
             ),
@@ -86,6 +138,26 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        if self.membrane() is not None and self.method != "lfp":
+            raise ValueError(f"membrane_share is an option of LFP-ε; method {self.method!r} does not use it")
+        if self.homeostasis > 0:
+            self.homeostasis_rule()  # checks its ranges
+            if self.homeostasis_mode == "threshold" and self.method != "lfp":
+                raise ValueError(
+                    f"homeostasis_mode 'threshold' changes lfp-snn's LIF thresholds, which method "
+                    f"{self.method!r} copies once into its own neurons; use homeostasis_mode 'bias'"
+                )
+
+    def homeostasis_rule(self) -> Homeostasis | None:
+        """The homeostasis hook, or None when off."""
+        if self.homeostasis == 0:
+            return None
+        return Homeostasis(
+            self.homeostasis,
+            self.homeostasis_target,
+            min_threshold=self.homeostasis_min_threshold,
+            mode=self.homeostasis_mode,
+        )
 
 
 @dataclass
@@ -121,6 +193,7 @@ def lfp_method(trainer: Trainer) -> Callable[[Tensor, Tensor], StepOutput]:
     cfg = trainer.config
     composite = get_composite(cfg.rule, cfg.eps)
     reward = trainer.reward
+    membrane = cfg.membrane()
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
         res = feedback_result(
@@ -132,6 +205,7 @@ def lfp_method(trainer: Trainer) -> Callable[[Tensor, Tensor], StepOutput]:
             eps=cfg.eps,
             input_noise=trainer.noise_std(),
             generator=trainer.generator,
+            membrane_share=membrane,
         )
         trainer.optimizer.zero_grad(set_to_none=True)
         write_gradients(trainer.model, res.feedback, consume=True)
@@ -199,6 +273,7 @@ class Trainer:
         self.epoch = 0
         self.step_fn = METHODS[config.method](self)
         self._noise_scale = 1.0
+        self.homeostasis = config.homeostasis_rule() if self.spiking else None
 
     def _optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -271,7 +346,7 @@ class Trainer:
     def _epoch(self, train) -> dict:
         c = self.config
         self.model.train()
-        self._noise_scale = _noise_schedule(c.extra.get("noise_schedule", "constant"), self.epoch, c.epochs)
+        self._noise_scale = _noise_schedule(c.noise_schedule, self.epoch, c.epochs)
         batches = train.batches(c.batch_size, shuffle=True, generator=self.generator)
         total = math.ceil(len(train) / c.batch_size)
         bar = None
@@ -292,6 +367,8 @@ class Trainer:
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
+            if self.homeostasis is not None:
+                self.homeostasis.update(self.model, out.spike_counts, len(y), x.shape[0])
             correct += int((predictions(out.output, self.spiking) == y).sum())
             n += len(y)
             objective += out.objective * len(y)
