@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 RESETS = ("subtract", "zero")
+CHUNK_ELEMENTS = 1 << 18  # feedback scan: elements per chunk of steps processed together
 
 
 def _as_tensor(v: Tensor | float, like: Tensor) -> Tensor:
@@ -143,28 +144,36 @@ def lif_feedback_scan(
     g = torch.empty_like(pot) if out is None else out
     step_shape = pot.shape[1:]
     v0 = pot.new_zeros(step_shape) if mem0 is None else mem0.to(pot.dtype).expand(step_shape)
-    p, dv, tmp, carry = (pot.new_empty(step_shape) for _ in range(4))
-    for t in range(T - 1, -1, -1):
-        v_prev = pot[t - 1] if t > 0 else v0
-        # S_{t-1}: the spike of the previous step (the reset of this step when delayed)
-        if t > 0 or reset_delay:
-            torch.gt(v_prev, threshold, out=tmp)
+    # Everything but the carry is element-wise over t, so it runs on chunks of steps at once (few kernel
+    # launches for small layers); the chunk is sized to bound the temporaries (~4 chunk-sized buffers).
+    chunk = max(1, min(T, CHUNK_ELEMENTS // max(pot[0].numel(), 1)))
+    carry = None
+    for t1 in range(T, 0, -chunk):
+        t0 = max(0, t1 - chunk)
+        if t0 > 0:
+            v_prev = pot[t0 - 1 : t1 - 1]
         else:
-            tmp.zero_()
-        p.copy_(v_prev)
+            v_prev = torch.cat([v0.unsqueeze(0), pot[: t1 - 1]]) if t1 > 1 else v0.unsqueeze(0)
+        s_prev = torch.gt(v_prev, threshold).to(pot.dtype)  # S_{t-1}, the reset of step t when delayed
+        if t0 == 0 and not reset_delay:
+            s_prev[0] = 0
+        p = v_prev.clone()  # P_t
         if subtract and not reset_delay:
-            p.addcmul_(tmp, threshold, value=-1)  # U_{t-1} = Ũ_{t-1} - θ S_{t-1}
+            p.addcmul_(s_prev, threshold, value=-1)  # U_{t-1} = Ũ_{t-1} - θ S_{t-1}
         elif not subtract:
-            p.addcmul_(p, tmp, value=-1)  # U_{t-1} (1 - S_{t-1})
-        torch.sub(pot[t], p, out=dv)  # Ũ_t - P_t (delayed subtract: + θ reset_t below)
+            p.addcmul_(p, s_prev, value=-1)  # U_{t-1} (1 - S_{t-1})
+        d = pot[t0:t1] - p  # Ũ_t - P_t (delayed subtract: + θ reset_t)
         if subtract and reset_delay:
-            dv.addcmul_(tmp, threshold)
-        dv.abs_().add_(p.abs(), alpha=1).add_(eps)  # D_t + ε
-        if t == T - 1:
-            torch.div(reward[t], dv, out=g[t])
-        else:
-            torch.add(reward[t], carry, out=tmp)
-            torch.div(tmp, dv, out=g[t])
-        torch.mul(p, beta, out=carry)
-        carry.mul_(g[t])  # C_t = β P_t g_t
+            d.addcmul_(s_prev, threshold)
+        del s_prev, v_prev
+        d.abs_().add_(p.abs(), alpha=1).add_(eps)  # D_t + ε
+        p.mul_(beta)  # β P_t
+        for t in range(t1 - 1, t0 - 1, -1):
+            k = t - t0
+            if carry is None:
+                torch.div(reward[t], d[k], out=g[t])
+            else:
+                carry.add_(reward[t])  # R_t = reward_t + C_{t+1}
+                torch.div(carry, d[k], out=g[t])
+            carry = torch.mul(p[k], g[t])  # C_t = β P_t g_t
     return g
