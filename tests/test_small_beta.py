@@ -428,3 +428,34 @@ def test_cli_flags_reach_the_config(tiny, tmp_path):
          "--beta", "0.3", "--membrane-share", "0.3", "--homeostasis", "0.05", "--no-progress", "--threads", "1"]
     )  # fmt: skip
     assert rc == 0
+
+
+@pytest.mark.slow
+def test_ablation_benchmark_runs_end_to_end(tmp_path):
+    """The ablation's one command, shrunk to two one-epoch trials in this process."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation_small_beta.py"
+    spec = importlib.util.spec_from_file_location("ablation_small_beta", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "ablation.md"
+    args = ["--out", str(out), "--datasets", "digits", "--betas", "0.3", "--steps", "3", "--seeds", "0"]
+    args += [
+        "--variants",
+        "LFP-ε",
+        "homeostasis",
+        "--epochs-digits",
+        "1",
+        "--digits-train",
+        "64",
+        "--hidden",
+        "16",
+    ]
+    assert mod.main([*args, "--jobs", "1"]) == 0
+    text = out.read_text()
+    assert "| 0.3 | 3 |" in text and "homeostasis" in text
+    assert len((tmp_path / "ablation.jsonl").read_text().splitlines()) == 2
+    assert mod.main([*args, "--jobs", "1"]) == 0  # resumes: nothing rerun
+    assert len((tmp_path / "ablation.jsonl").read_text().splitlines()) == 2
