@@ -15,12 +15,30 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _row_blocks(x2: Tensor, elements: int = 1 << 20):
+    """(start, block) over the rows of a 2-D tensor, ~``elements`` entries a block."""
+    rows = max(1, elements // max(x2.shape[1], 1))
+    for a in range(0, x2.shape[0], rows):
+        yield a, x2[a : a + rows]
+
+
 class LinearOp:
     def __init__(self, module: nn.Linear) -> None:
         self.module = module
 
     def forward(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-        return F.linear(x, w, b)
+        if x.dtype == w.dtype:
+            return F.linear(x, w, b)
+        # compact spikes (uint8): convert a block of rows at a time instead of all of x at once
+        x2 = x.reshape(-1, x.shape[-1])
+        out = x2.new_empty((x2.shape[0], w.shape[0]), dtype=w.dtype)
+        for a, xc in _row_blocks(x2):
+            xc = xc.to(w.dtype)
+            if b is None:
+                torch.mm(xc, w.T, out=out[a : a + len(xc)])
+            else:
+                torch.addmm(b, xc, w.T, out=out[a : a + len(xc)])
+        return out.reshape(*x.shape[:-1], w.shape[0])
 
     def input_vjp(self, g: Tensor, w: Tensor, x: Tensor) -> Tensor:
         return g @ w.to(g.dtype)
@@ -30,10 +48,9 @@ class LinearOp:
         if x2.dtype == g2.dtype:
             return g2.T @ x2
         # x holds compact spikes (uint8): convert a block of rows at a time instead of all of x at once
-        rows = max(1, (1 << 20) // max(x2.shape[1], 1))
         out = g2.new_zeros(g2.shape[1], x2.shape[1])
-        for a in range(0, x2.shape[0], rows):
-            out.addmm_(g2[a : a + rows].T, x2[a : a + rows].to(g2.dtype))
+        for a, xc in _row_blocks(x2):
+            out.addmm_(g2[a : a + len(xc)].T, xc.to(g2.dtype))
         return out
 
     def bias_vjp(self, g: Tensor) -> Tensor:

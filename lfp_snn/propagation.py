@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .checks import all_finite, check_finite
 from .composites import Composite, get_composite
 from .kernels import lif_feedback, lif_forward
-from .layers import PARAMETRIC, affine_op
+from .layers import PARAMETRIC, LinearOp, affine_op
 from .neurons.lif import LIF, check_lif_parameters
 from .rewards import get_reward
 from .rules import Epsilon, Rule, stabilize
@@ -212,6 +212,8 @@ def forward_trace(
     for k, (name, m) in enumerate(model_leaves):
         fr = _Frame(name, m, {"constant": act.constant})
         x = act.value.to(dt) if act.value.dtype != dt else act.value
+        if isinstance(m, nn.Linear) and act.value.dtype == torch.uint8 and input_noise == 0:
+            x = act.value  # compact spikes: the Linear converts blocks of rows as it goes
         if isinstance(m, tuple(PARAMETRIC)):
             if input_noise > 0:
                 x = x + input_noise * torch.randn(
@@ -243,6 +245,10 @@ def forward_trace(
                 T if act.constant else None,
                 m.backend,
                 out=current if in_place else None,
+                # spikes for a Linear layer in training stay uint8 (4x less memory; exact)
+                spike_dtype=torch.uint8
+                if keep and k + 1 < len(model_leaves) and type(model_leaves[k + 1][1]) is nn.Linear
+                else None,
             )
             if keep:
                 fr.saved.update(beta=beta, thr=thr)
@@ -416,14 +422,26 @@ def _potential(frames: list[_Frame], i: int, T: int) -> Tensor:
     if "pot" in s:
         return s["pot"]
     if "current" in s:  # constant current: run the forward scan again from the [B, ...] current
-        return lif_forward(s["current"], s["beta"], s["thr"], m.reset, m.reset_delay, None, T, m.backend)[1]
+        return lif_forward(
+            s["current"],
+            s["beta"],
+            s["thr"],
+            m.reset,
+            m.reset_delay,
+            None,
+            T,
+            m.backend,
+            spike_dtype=torch.uint8,
+        )[1]
     # recompute mode: the current from the layer below's saved input, then the scan
     below = frames[i - 1]
     op, xb = below.saved["op"], below.saved["x"]
     w, b = below.module.weight, below.module.bias
-    z = op.forward(xb.to(w.dtype), w, b)
+    z = op.forward(xb if isinstance(op, LinearOp) else xb.to(w.dtype), w, b)
     z = z.reshape(T, -1, *z.shape[1:])
-    return lif_forward(z, s["beta"], s["thr"], m.reset, m.reset_delay, None, None, m.backend, out=z)[1]
+    return lif_forward(
+        z, s["beta"], s["thr"], m.reset, m.reset_delay, None, None, m.backend, out=z, spike_dtype=torch.uint8
+    )[1]
 
 
 def _lif_below(frames: list[_Frame], i: int, rule: Rule) -> int | None:

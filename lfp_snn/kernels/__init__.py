@@ -31,14 +31,17 @@ def lif_forward(
     steps=None,
     backend: str = "torch",
     out: Tensor | None = None,
+    spike_dtype=None,
 ) -> tuple[Tensor, Tensor]:
     """(spikes, firing potential V): :func:`lfp_snn.kernels.torch_scan.lif_forward_scan` on ``backend``."""
     if backend == "torch":
-        return _torch_forward(current, beta, threshold, reset, reset_delay, mem0, steps, out)
+        return _torch_forward(current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype)
     check_backend(backend, current.device)
     from .triton_scan import lif_forward_scan
 
-    return lif_forward_scan(current, beta, threshold, reset, reset_delay, mem0, steps, out)
+    return lif_forward_scan(
+        current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype=spike_dtype
+    )
 
 
 def lif_feedback(

@@ -50,6 +50,7 @@ def lif_forward_scan(
     mem0: Tensor | None = None,
     steps: int | None = None,
     out: Tensor | None = None,
+    spike_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the LIF membrane over time.
 
@@ -59,6 +60,7 @@ def lif_forward_scan(
         mem0: initial membrane U_0, [B, ...] (zeros when None).
         out: where to write the firing potential; may be ``current`` itself (each step reads its current
             before writing), which saves a [T, B, ...] buffer.
+        spike_dtype: dtype of the returned spikes (default the current's; ``torch.uint8`` keeps them compact).
     Returns:
         spikes S [T, B, ...] (0./1. in the current's dtype) and the firing potential V [T, B, ...]
         (the membrane U_t with a delayed reset, the pre-reset membrane Ũ_t with an immediate one; see
@@ -68,15 +70,18 @@ def lif_forward_scan(
     beta, threshold = _as_tensor(beta, current), _as_tensor(threshold, current)
     T = steps if constant else current.shape[0]
     step_shape = current.shape if constant else current.shape[1:]
-    spikes = current.new_empty((T, *step_shape))
+    compact = spike_dtype is not None and spike_dtype != current.dtype
+    spikes = current.new_empty((T, *step_shape), dtype=spike_dtype)
     pot = current.new_empty((T, *step_shape)) if out is None else out
+    step_spikes = [current.new_empty(step_shape), current.new_empty(step_shape)] if compact else None
     prev = current.new_zeros(step_shape) if mem0 is None else mem0.to(current.dtype).expand(step_shape)
     prev_spike = (prev > threshold).to(current.dtype) if reset_delay else None  # reset_1 = H(U_0 - θ)
     subtract = reset == "subtract"
     carried = current.new_empty(step_shape)
     u = current.new_empty(step_shape) if not reset_delay else None
     for t in range(T):
-        v, s = pot[t], spikes[t]
+        v = pot[t]
+        s = step_spikes[t % 2] if compact else spikes[t]
         torch.mul(prev, beta, out=carried)  # β U_{t-1}
         if reset_delay and not subtract:
             carried.addcmul_(carried, prev_spike, value=-1)  # β U_{t-1} (1 - reset_t)
@@ -89,6 +94,8 @@ def lif_forward_scan(
         if reset_delay and subtract:
             v.addcmul_(prev_spike, threshold, value=-1)
         torch.gt(v, threshold, out=s)
+        if compact:
+            spikes[t].copy_(s)
         if reset_delay:
             prev, prev_spike = v, s
         else:  # U_t from Ũ_t = V_t
