@@ -301,12 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
-    try:
-        return a.func(a)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from .cli import run_command
+
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -61,15 +61,16 @@ def supported_layers() -> list[str]:
     return sorted({c.__name__ for c in SUPPORTED})
 
 
-def leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """The layers of a (nested) Sequential in order, with the names ``named_modules`` gives them."""
+def leaves(model: nn.Module, prefix: str = "", check: bool = True) -> list[tuple[str, nn.Module]]:
+    """The layers of a (nested) Sequential in order, with the names ``named_modules`` gives them; with
+    ``check``, a layer LFP does not support is an error that names it."""
     if isinstance(model, nn.Sequential):
         out = []
         for name, child in model.named_children():
-            out += leaves(child, f"{prefix}{name}.")
+            out += leaves(child, f"{prefix}{name}.", check)
         return out
     name = prefix[:-1]
-    if not isinstance(model, SUPPORTED):
+    if check and not isinstance(model, SUPPORTED):
         raise TypeError(
             f"layer {name or '<model>'!r} of type {type(model).__name__} is not supported by LFP; supported "
             f"layers: {', '.join(supported_layers())} inside nn.Sequential"

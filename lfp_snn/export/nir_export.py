@@ -53,6 +53,7 @@ from torch import nn
 
 from ..network import SpikingSequential
 from ..neurons.lif import LIF
+from ..propagation import leaves
 
 FORMAT = 1
 MAXPOOL_MODES = ("error", "spiking")
@@ -91,13 +92,8 @@ def convert_reset(model: nn.Module, reset: str = "zero", reset_delay: bool = Fal
 _convert_reset = convert_reset  # export_nir's argument of the same name shadows it
 
 
-def _flat_layers(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    if isinstance(model, nn.Sequential):
-        out = []
-        for name, child in model.named_children():
-            out += _flat_layers(child, f"{prefix}{name}.")
-        return out
-    return [(prefix[:-1] or "<model>", model)]
+def _flat_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name or "<model>", m) for name, m in leaves(model, check=False)]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
