@@ -183,8 +183,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--homeostasis-target",
         type=float,
-        default=0.02,
-        help="r*: target spikes per neuron per step (default 0.02)",
+        default=0.005,
+        help="r*: target spikes per neuron per step (default 0.005)",
     )
     g.add_argument(
         "--homeostasis-mode",

@@ -47,7 +47,7 @@ class Homeostasis:
     """
 
     rate: float = 0.1  # η
-    target: float = 0.02  # r*, spikes per neuron per step
+    target: float = 0.005  # r*, spikes per neuron per step
     momentum: float = 0.9  # m of the running rate
     min_threshold: float = 0.1  # θ_min, as a fraction of each neuron's initial θ ("threshold" mode)
     mode: str = "threshold"

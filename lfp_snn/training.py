@@ -67,7 +67,7 @@ class TrainConfig:
     membrane_tau: float = 0.25  # τ (sigmoid), in units of θ
     # homeostasis (lfp_snn.homeostasis): after each step, excite neurons firing below a target rate; 0 = off
     homeostasis: float = 0.0  # η: largest relative threshold change (or bias step in units of θ) per step
-    homeostasis_target: float = 0.02  # r*: target spikes per neuron per step
+    homeostasis_target: float = 0.005  # r*: target spikes per neuron per step
     homeostasis_mode: str = "threshold"  # threshold | bias
     homeostasis_min_threshold: float = 0.1  # θ never goes below this fraction of its initial value
     eps: float = 1e-6
