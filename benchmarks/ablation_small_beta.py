@@ -39,8 +39,8 @@ VARIANTS: dict[str, dict] = {
     "LFP-ε": {},
     "noise": {"input_noise": 0.02, "noise_schedule": "cosine"},
     "membrane": {"membrane_share": 0.3},
-    "homeostasis": {"homeostasis": 0.05},
-    "membrane+homeostasis": {"membrane_share": 0.3, "homeostasis": 0.05},
+    "homeostasis": {"homeostasis": 0.05, "homeostasis_target": 0.005},
+    "membrane+homeostasis": {"membrane_share": 0.3, "homeostasis": 0.05, "homeostasis_target": 0.005},
     "BPTT": {"method": "bptt-snntorch"},
 }
 DATASETS = {"digits": "digits", "fmnist": "fashion-mnist"}
@@ -88,7 +88,7 @@ def run_trial(trial: dict) -> dict:
             "steps": trial["steps"],
             "seed": trial["seed"],
             "progress": False,
-            **VARIANTS[trial["variant"]],
+            **trial["overrides"],
         }
     )
     t0 = time.perf_counter()
@@ -110,7 +110,19 @@ def run_trial(trial: dict) -> dict:
 
 
 def _key(t: dict) -> tuple:
-    return (t["data"], t["beta"], t["steps"], t["variant"], t["seed"], t["epochs"], t["train_n"], t["lr"])
+    """What identifies a trial: a variant whose settings change is run again."""
+    settings = json.dumps(t.get("overrides"), sort_keys=True)
+    return (
+        t["data"],
+        t["beta"],
+        t["steps"],
+        t["variant"],
+        settings,
+        t["seed"],
+        t["epochs"],
+        t["train_n"],
+        t["lr"],
+    )
 
 
 def make_trials(a: argparse.Namespace) -> list[dict]:
@@ -130,6 +142,7 @@ def make_trials(a: argparse.Namespace) -> list[dict]:
                                 "beta": beta,
                                 "steps": steps,
                                 "variant": variant,
+                                "overrides": VARIANTS[variant],
                                 "seed": seed,
                                 "epochs": a.epochs_fmnist if fm else a.epochs_digits,
                                 "lr": a.lr,
