@@ -497,9 +497,21 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_with_a_process_pool_keeps_finished_trials_and_ends_workers(tmp_path):
     results = tmp_path / "s.h5"
-    args = [*SLOW_CLI, "--results", str(results), "--out", str(tmp_path / "out"), "--workers", "2"]
+    # longer trials than SLOW_CLI's, so that on a fast machine the signal still finds the sweep running
+    args = [
+        *SLOW_CLI,
+        "--epochs",
+        "12",
+        "--results",
+        str(results),
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "2",
+    ]
     proc = _start(args, tmp_path)
     _wait_for(results, 1, proc)
+    assert proc.poll() is None, "the sweep ended before the interrupt could be tested"
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
