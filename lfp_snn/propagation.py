@@ -178,7 +178,8 @@ def forward_trace(
     """Run ``model`` layer by layer and keep what the feedback needs (nothing when ``keep=False``).
 
     ``input_noise`` > 0 adds Gaussian noise N(0, σ²) to the input of every parametric layer (the paper's
-    trick that lets Heaviside networks learn); a constant input gets the same noise at every step.
+    trick that lets Heaviside networks learn); a constant input gets the same noise at every step. Noise and
+    dropout masks draw from ``generator``.
     With a ``composite``, only what its rules need is kept: a parametric layer under a LIF layer with the ε
     rule keeps no pre-activation (the LIF's firing potential is all its feedback needs).
     ``recompute=True`` keeps not even the potential of a LIF layer that sits on a parametric layer: the
@@ -284,7 +285,7 @@ def forward_trace(
                     x = x.unsqueeze(0).expand(T, *x.shape).reshape(-1, *x.shape[1:])
                     act = _Act(x, False, act.binary)
                     fr.saved["constant"] = False
-                mask = torch.rand_like(x) >= m.p
+                mask = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) >= m.p
                 if keep:
                     fr.saved.update(mask=mask, scale=1.0 / (1.0 - m.p))
                 act = _Act(x * mask / (1.0 - m.p), act.constant)
