@@ -333,15 +333,15 @@ def main(argv=None) -> int:
     load_after = os.getloadavg()
     ref = {r["scenario"]: r for r in rows if r["method"] == "snntorch"}
     lines = [
-        "| scenario | method | median ms/step | speed-up vs snntorch | peak MB | memory vs snntorch |",
-        "|---|---|---:|---:|---:|---:|",
+        "| scenario | method | median ms/step | min ms/step | speed-up vs snntorch | peak MB | memory vs snntorch |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s = ref.get(r["scenario"])
         sp = f"{s['median_ms'] / r['median_ms']:.2f}x" if s else "-"
         mem = f"{r['peak_mb'] / s['peak_mb']:.2f}" if s and s["peak_mb"] > 0 else "-"
         lines.append(
-            f"| {r['scenario']} | {r['method']} | {r['median_ms']:.1f} | {sp} | {r['peak_mb']:.0f} | {mem} |"
+            f"| {r['scenario']} | {r['method']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {sp} | {r['peak_mb']:.0f} | {mem} |"
         )
     table = "\n".join(lines)
     import torch

@@ -271,3 +271,13 @@ def test_spiking_model_rejects_input_without_time_axis():
 def test_unknown_backend():
     with pytest.raises(ValueError, match=r"backend.*'cuda-magic'.*torch"):
         LIF(backend="cuda-magic")
+
+
+def test_state_dict_with_per_neuron_threshold_loads_into_a_scalar_lif():
+    """Checkpoints after threshold homeostasis hold θ per neuron; a freshly built LIF (scalar θ) loads them."""
+    src = lfp_snn.LIF(beta=0.8, threshold=torch.tensor([0.5, 1.0, 1.5]))
+    dst = lfp_snn.LIF(beta=0.8, threshold=1.0)
+    dst.load_state_dict(src.state_dict())
+    assert torch.equal(dst.threshold, torch.tensor([0.5, 1.0, 1.5]))
+    x = torch.full((3, 1, 3), 0.6)
+    assert torch.equal(dst(x), src(x))

@@ -129,6 +129,14 @@ class LIF(nn.Module):
     def parameters_(self) -> LIFParameters:
         return LIFParameters(self.beta, self.threshold, self.reset, self.reset_delay)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # β and θ may be scalars or per-neuron (e.g. after homeostasis moved thresholds): take the stored shape
+        for name in ("beta", "threshold"):
+            key = prefix + name
+            if key in state_dict and state_dict[key].shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(state_dict[key], dtype=getattr(self, name).dtype))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def scan(self, current: Tensor, state: LIFState | None = None, steps: int | None = None):
         """(spikes, membrane, final state) for [T, B, ...] currents; see :func:`lif_scan`."""
         return lif_scan(current, self.parameters_, state, steps=steps, backend=self.backend)
