@@ -7,6 +7,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -476,7 +477,8 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     """SIGKILL at a random point after the first trial: the file stays readable with every recorded trial,
     and a rerun finishes the rest without redoing them."""
     results = tmp_path / "s.h5"
-    args = [*SLOW_CLI, "--results", str(results), "--out", str(tmp_path / "out")]
+    # trials long enough that the kill lands mid-sweep on a fast machine too
+    args = [*SLOW_CLI, "--epochs", "6", "--results", str(results), "--out", str(tmp_path / "out")]
     proc = _start(args, tmp_path)
     _wait_for(results, 1, proc)
     time.sleep(0.3)  # somewhere inside the next trial, or its write
@@ -487,7 +489,10 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     again = _start(args, tmp_path)
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0, out
-    assert f"6 trials, {len(done)} already in" in out
+    # a trial may have finished (its part file written) after the read above but before the kill: it is
+    # merged on resume, so at least the trials seen above are already in, and not all 6
+    m = re.search(r"6 trials, (\d+) already in", out)
+    assert m and len(done) <= int(m.group(1)) < 6, out
     final = sweeps.read_results(results)
     assert len(final) == 6
     for k, r in done.items():  # the finished ones were kept as they were
