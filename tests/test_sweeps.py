@@ -458,6 +458,9 @@ def _start(args, tmp_path) -> subprocess.Popen:
         text=True,
         start_new_session=True,
         cwd=tmp_path,
+        # a job started with & by a non-interactive shell (as CI may run us) inherits SIGINT ignored, and
+        # Python then never raises KeyboardInterrupt: give the sweep the default, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -506,7 +509,7 @@ def test_ctrl_c_with_a_process_pool_keeps_finished_trials_and_ends_workers(tmp_p
     args = [
         *SLOW_CLI,
         "--epochs",
-        "12",
+        "20",
         "--results",
         str(results),
         "--out",
