@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -96,6 +97,28 @@ class StepNetwork(nn.Module):
     def _check(self, x: Tensor) -> None:
         if x.dim() < 2 or x.shape[0] < 1:
             raise ValueError(f"expected a time-first input [T, B, ...], got shape {list(x.shape)}")
+
+    def _unroll(self, x: Tensor, states: list) -> Tensor:
+        """The time loop as the libraries' tutorials write it: every layer inside the loop, each library
+        neuron called as ``neuron(current, state) -> (spikes, state)`` from ``states`` (one per neuron).
+        Returns the output [T, B, C] and fills :attr:`spike_counts`."""
+        self._check(x)
+        counts = [0] * len(states)
+        out = []
+        for step in range(x.shape[0]):
+            h = x[step]
+            k = 0
+            for layer, is_neuron in zip(self.layers, self.neuron):
+                if is_neuron:
+                    h, states[k] = layer(h, states[k])
+                    counts[k] = counts[k] + h.detach().sum(0)
+                    k += 1
+                else:
+                    h = layer(h)
+            out.append(h)
+        names = [n for n, is_lif in zip(self.names, self.neuron) if is_lif]
+        self.spike_counts = dict(zip(names, counts))
+        return torch.stack(out)
 
 
 def bptt_method(

@@ -127,22 +127,4 @@ class NorseNetwork(StepNetwork):
         self.slope = slope
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        cells = [m for m in self.layers if isinstance(m, NorseLIF)]
-        states: list = [None] * len(cells)
-        counts = [0] * len(cells)
-        out = []
-        for step in range(x.shape[0]):
-            h = x[step]
-            k = 0
-            for layer in self.layers:
-                if isinstance(layer, NorseLIF):
-                    h, states[k] = layer(h, states[k])
-                    counts[k] = counts[k] + h.detach().sum(0)
-                    k += 1
-                else:
-                    h = layer(h)
-            out.append(h)
-        names = [n for n, is_lif in zip(self.names, self.neuron) if is_lif]
-        self.spike_counts = dict(zip(names, counts))
-        return torch.stack(out)
+        return self._unroll(x, [None] * sum(self.neuron))

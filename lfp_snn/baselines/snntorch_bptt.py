@@ -25,7 +25,6 @@ with k = 25 (the derivative of x / (1 + k |x|)).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ..neurons import LIF
@@ -72,26 +71,7 @@ class SnnTorchNetwork(StepNetwork):
         self.slope = slope
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        snn, _ = _snntorch()
-        leakies = [m for m in self.layers if isinstance(m, snn.Leaky)]
-        mems = [lif.init_leaky() for lif in leakies]
-        counts = [0] * len(leakies)
-        out = []
-        for step in range(x.shape[0]):
-            h = x[step]
-            k = 0
-            for layer in self.layers:
-                if isinstance(layer, snn.Leaky):
-                    h, mems[k] = layer(h, mems[k])
-                    counts[k] = counts[k] + h.detach().sum(0)
-                    k += 1
-                else:
-                    h = layer(h)
-            out.append(h)
-        names = [n for n, is_lif in zip(self.names, self.neuron) if is_lif]
-        self.spike_counts = dict(zip(names, counts))
-        return torch.stack(out)
+        return self._unroll(x, [m.init_leaky() for m, is_lif in zip(self.layers, self.neuron) if is_lif])
 
 
 def snntorch_loss():
