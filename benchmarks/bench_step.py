@@ -101,16 +101,13 @@ def _lfp_model(sc, backend):
     return lfp_snn.SpikingSequential(*layers)
 
 
-def _snntorch_model(sc, T):
-    import snntorch as snn
-    from snntorch import surrogate
+def _loop_model(sc, T, make_neuron, initial_state):
+    """The scenario's network written as the BPTT libraries' tutorials do: every layer inside the time loop,
+    a library neuron after each, called as ``neuron(current, state) -> (spikes, state)``."""
+    import torch
     from torch import nn
 
-    grad = surrogate.fast_sigmoid(slope=25)
-
     class Net(nn.Module):
-        """As in snntorch's tutorials: layers inside the time loop, explicit membrane state."""
-
         def __init__(self):
             super().__init__()
             if sc["arch"] == "mlp":
@@ -124,63 +121,41 @@ def _snntorch_model(sc, T):
                     [nn.Conv2d(1, 12, 5), nn.Conv2d(12, 64, 5), nn.Linear(1024, sc["classes"])]
                 )
                 self.pre = [None, nn.MaxPool2d(2), lambda v: nn.functional.max_pool2d(v, 2).flatten(1)]
-            self.lifs = nn.ModuleList([snn.Leaky(beta=0.9, spike_grad=grad) for _ in self.layers])
+            self.neurons = nn.ModuleList([make_neuron() for _ in self.layers])
 
         def forward(self, x_seq):
-            mems = [lif.init_leaky() for lif in self.lifs]
+            states = [initial_state(n) for n in self.neurons]
             out = []
             for t in range(T):
                 h = x_seq[t]
-                for i, (layer, lif) in enumerate(zip(self.layers, self.lifs)):
+                for i, (layer, neuron) in enumerate(zip(self.layers, self.neurons)):
                     if self.pre[i] is not None:
                         h = self.pre[i](h)
-                    h, mems[i] = lif(layer(h), mems[i])
+                    h, states[i] = neuron(layer(h), states[i])
                 out.append(h)
             return torch.stack(out)
-
-    import torch
 
     return Net()
 
 
+def _snntorch_model(sc, T):
+    """snn.Leaky with the fast-sigmoid surrogate (slope 25), explicit membrane from init_leaky()."""
+    import snntorch as snn
+    from snntorch import surrogate
+
+    grad = surrogate.fast_sigmoid(slope=25)
+    return _loop_model(sc, T, lambda: snn.Leaky(beta=0.9, spike_grad=grad), lambda lif: lif.init_leaky())
+
+
 def _norse_model(sc, T):
+    """norse's LIFBoxCell with SuperSpike, state starting at None."""
     import torch
     from norse.torch import LIFBoxCell, LIFBoxParameters
-    from torch import nn
 
     p = LIFBoxParameters(
         tau_mem_inv=torch.tensor(100.0), v_th=torch.tensor(1.0), method="super", alpha=torch.tensor(100.0)
     )
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            if sc["arch"] == "mlp":
-                s = sc["sizes"]
-                self.layers = nn.ModuleList(
-                    [nn.Linear(s[0], s[1]), nn.Linear(s[1], s[2]), nn.Linear(s[2], s[3])]
-                )
-                self.pre = [None, None, None]
-            else:
-                self.layers = nn.ModuleList(
-                    [nn.Conv2d(1, 12, 5), nn.Conv2d(12, 64, 5), nn.Linear(1024, sc["classes"])]
-                )
-                self.pre = [None, nn.MaxPool2d(2), lambda v: nn.functional.max_pool2d(v, 2).flatten(1)]
-            self.cells = nn.ModuleList([LIFBoxCell(p) for _ in self.layers])
-
-        def forward(self, x_seq):
-            states = [None] * len(self.cells)
-            out = []
-            for t in range(T):
-                h = x_seq[t]
-                for i, (layer, cell) in enumerate(zip(self.layers, self.cells)):
-                    if self.pre[i] is not None:
-                        h = self.pre[i](h)
-                    h, states[i] = cell(layer(h), states[i])
-                out.append(h)
-            return torch.stack(out)
-
-    return Net()
+    return _loop_model(sc, T, lambda: LIFBoxCell(p), lambda cell: None)
 
 
 def run_one(scenario: str, method: str, repeats: int, warmup: int, device_name: str) -> dict:
