@@ -141,7 +141,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--recompute",
         action="store_true",
-        help="LFP: keep only spikes between forward and feedback; recompute currents (least memory)",
+        help="LFP: keep only spikes between forward and feedback; recompute currents (less memory)",
+    )
+    g.add_argument(
+        "--time-chunk",
+        type=int,
+        default=None,
+        metavar="K",
+        help="LFP, SNN: run forward and feedback in stretches of K steps, keeping only the membranes at their "
+        "boundaries (least memory for long sequences; one more forward pass)",
     )
     g.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
     g.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
@@ -241,6 +249,7 @@ def configs_from_args(a: argparse.Namespace, train) -> tuple[ModelConfig, TrainC
         feedback_precision=a.feedback_precision,
         micro_batch=a.micro_batch,
         recompute=a.recompute,
+        time_chunk=a.time_chunk,
         noise_schedule=a.noise_schedule,
         membrane_share=a.membrane_share,
         membrane_share_weight=a.membrane_share_weight,

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .checks import all_finite, check_finite
 from .composites import Composite, get_composite
 from .kernels import lif_feedback, lif_forward
+from .kernels.torch_scan import membrane
 from .layers import PARAMETRIC, LinearOp, affine_op
 from .neurons.lif import LIF, check_lif_parameters
 from .rewards import get_reward
@@ -174,6 +175,8 @@ def forward_trace(
     generator: torch.Generator | None = None,
     composite: Composite | None = None,
     recompute: bool = False,
+    state: dict[str, Tensor] | None = None,
+    start: int = 0,
 ) -> Trace:
     """Run ``model`` layer by layer and keep what the feedback needs (nothing when ``keep=False``).
 
@@ -185,6 +188,11 @@ def forward_trace(
     ``recompute=True`` keeps not even the potential of a LIF layer that sits on a parametric layer: the
     feedback recomputes its current (one more GEMM) and scan from the spikes kept below — activation
     checkpointing, for the least memory.
+
+    ``state`` (spiking models) carries the LIF membranes between calls that cover consecutive stretches of
+    time: each LIF layer starts from ``state[name]`` (U_0 = 0 when absent) and leaves its membrane after the
+    last step there. A LIF layer with a constant input current and no entry starts from where the same
+    current would have brought it after ``start`` steps (recomputed: cheaper than storing it).
 
     Args:
         inputs: ANN [B, ...]; SNN [T, B, ...], or [B, ...] with ``steps=T`` (constant encoding). A
@@ -237,13 +245,18 @@ def forward_trace(
             below = frames[-1] if k > 0 and isinstance(model_leaves[k - 1][1], tuple(PARAMETRIC)) else None
             # the potential may overwrite the current when nothing else holds it (a fresh GEMM output)
             in_place = keep and not act.constant and below is not None and "z" not in below.saved
+            mem0 = None
+            if state is not None:
+                mem0 = state.get(name)
+                if mem0 is None and start > 0 and act.constant:
+                    mem0 = _advance(m, current, beta, thr, start, T)
             spikes, pot = lif_forward(
                 current,
                 beta,
                 thr,
                 m.reset,
                 m.reset_delay,
-                None,
+                mem0,
                 T if act.constant else None,
                 m.backend,
                 out=current if in_place else None,
@@ -252,8 +265,10 @@ def forward_trace(
                 if keep and k + 1 < len(model_leaves) and type(model_leaves[k + 1][1]) is nn.Linear
                 else None,
             )
+            if state is not None:  # U after the last step (a copy: the potential may be written over)
+                state[name] = membrane(pot[-1:], spikes[-1:].to(dt), thr, m.reset, m.reset_delay)[0].clone()
             if keep:
-                fr.saved.update(beta=beta, thr=thr)
+                fr.saved.update(beta=beta, thr=thr, mem0=mem0)
                 if act.constant:  # a [B, ...] current is cheaper to keep than the [T, B, ...] potential
                     fr.saved["current"] = current
                 elif not (recompute and below is not None):  # (recompute: I = W x + b again in the feedback)
@@ -299,6 +314,19 @@ def forward_trace(
     return Trace(frames, T, batch, input_constant, out, act.constant and spiking, counts, rates)
 
 
+def _advance(m: LIF, current: Tensor, beta: Tensor, thr: Tensor, steps: int, piece: int) -> Tensor:
+    """The membrane U of LIF ``m`` after ``steps`` steps of the constant [B, ...] ``current`` from U_0 = 0,
+    scanned ``piece`` steps at a time (so no [steps, B, ...] buffer)."""
+    mem = None
+    for t0 in range(0, steps, piece):
+        n = min(piece, steps - t0)
+        s, v = lif_forward(
+            current, beta, thr, m.reset, m.reset_delay, mem, n, m.backend, spike_dtype=torch.uint8
+        )
+        mem = membrane(v[-1:], s[-1:].to(v.dtype), thr, m.reset, m.reset_delay)[0].clone()
+    return mem
+
+
 def run(model: nn.Module, inputs: Tensor, steps: int | None = None) -> Tensor:
     """Inference: the model's output (SNN: output spikes [T, B, C]) with nothing kept for feedback."""
     return forward_trace(model, inputs, steps, keep=False).output
@@ -318,6 +346,7 @@ def propagate(
     matmul_dtype: torch.dtype | None = None,
     release: bool = False,
     membrane_share: MembraneShare | None = None,
+    carry: dict[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], Tensor | None]:
     """The reverse pass: reward at the output -> feedback per parameter (and the reward at the input).
 
@@ -326,6 +355,9 @@ def propagate(
     ``release=True`` frees each layer's saved tensors as soon as it is done (the trace is spent).
     ``membrane_share`` (off when None or zero) gives silent, near-firing steps of a LIF layer a share of the
     reward at the ε layer above it (:mod:`lfp_snn.small_beta`).
+    ``carry`` (a dict, for a trace that covers one stretch of time, see :func:`forward_trace`'s ``state``)
+    holds per LIF layer the membrane's share C handed back from the stretch after this one; on return it
+    holds the share this stretch hands to the one before.
     """
     membrane_share = as_membrane_share(membrane_share)
     T = trace.steps
@@ -382,10 +414,17 @@ def propagate(
                 break
         elif isinstance(m, LIF):
             pot = _potential(frames, i, T)
+            mem0 = s.get("mem0")
             if r_constant:
                 rt, owned = r.unsqueeze(0).expand(T, *r.shape).contiguous(), True
             else:
                 rt = r.reshape(T, -1, *r.shape[1:]).contiguous()
+            if (
+                carry is not None and fr.name in carry
+            ):  # C from the later stretch joins the last step's reward
+                if not owned:
+                    rt, owned = rt.clone(), True
+                rt[-1].add_(carry.pop(fr.name))
             g = lif_feedback(
                 rt,
                 pot,
@@ -393,12 +432,14 @@ def propagate(
                 s["thr"],
                 m.reset,
                 m.reset_delay,
-                None,
+                mem0,
                 eps,
                 out=rt if owned else None,
                 backend=m.backend,
             )
             del pot, rt
+            if carry is not None and mem0 is not None:  # C_1 = β P_1 g_1, handed to the earlier stretch
+                carry[fr.name] = _previous_membrane(mem0, s["thr"], m).mul_(s["beta"]).mul_(g[0])
             current_below = s.get("current")
             if release:
                 s.clear()
@@ -430,7 +471,7 @@ def _potential(frames: list[_Frame], i: int, T: int) -> Tensor:
             s["thr"],
             m.reset,
             m.reset_delay,
-            None,
+            s.get("mem0"),
             T,
             m.backend,
             spike_dtype=torch.uint8,
@@ -442,8 +483,25 @@ def _potential(frames: list[_Frame], i: int, T: int) -> Tensor:
     z = op.forward(xb if isinstance(op, LinearOp) else xb.to(w.dtype), w, b)
     z = z.reshape(T, -1, *z.shape[1:])
     return lif_forward(
-        z, s["beta"], s["thr"], m.reset, m.reset_delay, None, None, m.backend, out=z, spike_dtype=torch.uint8
+        z,
+        s["beta"],
+        s["thr"],
+        m.reset,
+        m.reset_delay,
+        s.get("mem0"),
+        None,
+        m.backend,
+        out=z,
+        spike_dtype=torch.uint8,
     )[1]
+
+
+def _previous_membrane(mem0: Tensor, thr: Tensor, m: LIF) -> Tensor:
+    """P of a stretch's first step from the membrane U it starts from, as the feedback scan forms it: U, or
+    U (1 - H(U - θ)) for a delayed reset to zero (a new tensor)."""
+    if m.reset == "zero" and m.reset_delay:
+        return mem0.addcmul(mem0, torch.gt(mem0, thr).to(mem0.dtype), value=-1)
+    return mem0.clone()
 
 
 def _lif_below(frames: list[_Frame], i: int, rule: Rule) -> int | None:
@@ -511,6 +569,7 @@ def feedback_result(
     micro_batch: int | None = None,
     recompute: bool = False,
     membrane_share: MembraneShare | float | None = None,
+    time_chunk: int | None = None,
 ) -> FeedbackResult:
     """Forward, reward and reverse pass in one call; see :func:`feedback`. Also returns the outputs, the
     reward, the reward at the input (with ``input_reward=True``) and spike counts per LIF layer.
@@ -522,13 +581,24 @@ def feedback_result(
     ``membrane_share`` (a :class:`lfp_snn.small_beta.MembraneShare`, or a number λ for its input share)
     turns on the membrane-aware ε rule for spiking models: silent steps that came close to firing get a
     share of the reward (off by default: the reference rule).
+
+    ``time_chunk=K`` (spiking models) runs the sequence in stretches of K steps and keeps only the LIF
+    membranes at the stretch boundaries: a first forward pass over all stretches gives the outputs (the
+    reward needs all of them), then, from the last stretch to the first, each stretch's forward is run
+    again and its feedback taken, the membrane's share C crossing each boundary backwards. The result is
+    the same (up to float summation order) for one more forward pass; activation memory falls from
+    O(T·B·N) to O(K·B·N + (T/K)·B·N). Combines with ``micro_batch``.
     """
     composite = get_composite(rule, eps)
     membrane_share = as_membrane_share(membrane_share)
     batch_axis = 1 if (is_spiking(model) and steps is None) else 0
     B = inputs.shape[batch_axis] if inputs.dim() > batch_axis else 0
-    if micro_batch is not None and micro_batch < 1:
-        raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+    if micro_batch is not None and (
+        isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1
+    ):
+        raise ValueError(f"micro_batch must be an integer >= 1, got {micro_batch!r}")
+    if time_chunk is not None:
+        _check_time_chunk(model, time_chunk, input_noise)
     opts = dict(
         reward=reward,
         composite=composite,
@@ -540,6 +610,7 @@ def feedback_result(
         matmul_dtype=matmul_dtype,
         recompute=recompute,
         membrane_share=membrane_share,
+        time_chunk=time_chunk,
     )
     if micro_batch is None or micro_batch >= B:
         res = _feedback_once(model, inputs, labels, **opts)
@@ -601,7 +672,24 @@ def _feedback_once(
     matmul_dtype,
     recompute,
     membrane_share,
+    time_chunk=None,
 ) -> FeedbackResult:
+    T = steps if steps is not None else inputs.shape[0]
+    if time_chunk is not None and time_chunk < T:
+        return _feedback_chunked(
+            model,
+            inputs,
+            labels,
+            time_chunk,
+            reward=reward,
+            composite=composite,
+            steps=steps,
+            eps=eps,
+            input_reward=input_reward,
+            matmul_dtype=matmul_dtype,
+            recompute=recompute,
+            membrane_share=membrane_share,
+        )
     trace = forward_trace(
         model,
         inputs,
@@ -632,6 +720,112 @@ def _feedback_once(
     return FeedbackResult(
         fb, trace.output, r, rin if input_reward else None, trace.spike_counts, trace.spike_rate
     )
+
+
+def _check_time_chunk(model: nn.Module, time_chunk, input_noise: float) -> None:
+    if isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 1:
+        raise ValueError(f"time_chunk must be an integer >= 1 (steps per stretch), got {time_chunk!r}")
+    if not is_spiking(model):
+        raise ValueError("time_chunk is for spiking models (with LIF layers); this model has none")
+    if input_noise > 0:
+        raise ValueError(
+            f"time_chunk cannot be combined with input_noise={input_noise} (each stretch would draw other "
+            "noise on its second forward pass); use micro_batch to save memory instead"
+        )
+    for name, m in leaves(model):
+        if isinstance(m, nn.Dropout) and m.training and m.p > 0:
+            raise ValueError(
+                f"time_chunk cannot be combined with active dropout (layer {name!r}, p={m.p}): the second "
+                "forward pass would draw other masks; call model.eval() or use micro_batch instead"
+            )
+
+
+def _feedback_chunked(
+    model,
+    inputs,
+    labels,
+    K,
+    *,
+    reward,
+    composite,
+    steps,
+    eps,
+    input_reward,
+    matmul_dtype,
+    recompute,
+    membrane_share,
+) -> FeedbackResult:
+    """:func:`feedback_result` with ``time_chunk=K``: see there."""
+    constant = steps is not None or _time_constant(inputs)
+    T = steps if steps is not None else inputs.shape[0]
+    x0 = inputs if steps is not None else inputs[0] if constant else None
+    starts = list(range(0, T, K))
+
+    def piece(t0: int):  # (input, steps= for forward_trace, number of steps)
+        n = min(K, T - t0)
+        return (x0, n, n) if constant else (inputs[t0 : t0 + n], None, n)
+
+    # pass 1: outputs and spike counts; keep the membranes where stretches begin
+    state: dict[str, Tensor] = {}
+    kept: dict[int, dict[str, Tensor]] = {}
+    outputs, counts, rates = [], {}, {}
+    for t0 in starts:
+        x, st, n = piece(t0)
+        tr = forward_trace(model, x, st, keep=False, state=state, start=t0)
+        if t0 + n < T:  # a LIF on a constant current recomputes its start cheaply: not kept
+            on_constant = {f.name for f in tr.frames if isinstance(f.module, LIF) and f.saved["constant"]}
+            kept[t0 + n] = {k: v for k, v in state.items() if k not in on_constant}
+        outputs.append(tr.output)
+        for k, c in tr.spike_counts.items():
+            counts[k] = counts[k] + c if k in counts else c
+            rates[k] = rates.get(k, 0.0) + tr.spike_rate[k] * n / T
+        del tr
+    del state
+    output = torch.cat(outputs)
+    del outputs
+    r = get_reward("sequence" if reward == "auto" else reward)(output, labels)
+    if not isinstance(r, Tensor):
+        raise TypeError(f"the reward callable must return a tensor, got {type(r).__name__}")
+    if r.shape != output.shape:
+        raise ValueError(f"the reward must have the outputs' shape {list(output.shape)}, got {list(r.shape)}")
+    # pass 2: from the last stretch to the first, forward again and take the feedback
+    carry: dict[str, Tensor] = {}
+    fb: dict[str, Tensor] = {}
+    rins: list[Tensor] = []
+    for t0 in reversed(starts):
+        x, st, n = piece(t0)
+        tr = forward_trace(
+            model, x, st, composite=composite, recompute=recompute, state=kept.pop(t0, {}), start=t0
+        )
+        f, rin = propagate(
+            tr,
+            r[t0 : t0 + n],
+            composite,
+            eps,
+            need_input_reward=input_reward,
+            matmul_dtype=matmul_dtype,
+            release=True,
+            membrane_share=membrane_share,
+            carry=carry,
+        )
+        del tr
+        for k, v in f.items():
+            if k in fb:
+                fb[k].add_(v)
+            else:
+                fb[k] = v
+        if input_reward and rin is not None:
+            if not constant:
+                rins.append(rin.reshape(n, -1, *rin.shape[1:]))
+            elif rins:  # a constant input's reward is summed over time
+                rins[0].add_(rin)
+            else:
+                rins.append(rin)
+    rin = None
+    if input_reward and rins:
+        rin = rins[0] if constant else torch.cat(rins[::-1])
+    check_finite_feedback(fb)
+    return FeedbackResult(fb, output, r, rin, counts, rates)
 
 
 def check_finite_feedback(fb: dict[str, Tensor]) -> None:

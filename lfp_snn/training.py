@@ -74,6 +74,7 @@ class TrainConfig:
     feedback_precision: str = "float32"  # float32 | bfloat16: precision of the LFP feedback GEMMs
     micro_batch: int | None = None  # LFP: run each batch in slices of this many samples (less memory)
     recompute: bool = False  # LFP: keep spikes only, recompute currents and membranes in the feedback
+    time_chunk: int | None = None  # LFP, SNN: feedback in stretches of this many steps (least memory)
     progress: bool = True
     metrics_format: str = "jsonl"
     extra: dict = field(default_factory=dict)
@@ -134,10 +135,23 @@ class TrainConfig:
                 f"feedback_precision must be one of {sorted(PRECISIONS)}, got {self.feedback_precision!r}",
             ),
             (self.method in METHODS, f"unknown method {self.method!r}; expected one of {sorted(METHODS)}"),
+            (
+                self.micro_batch is None or (isinstance(self.micro_batch, int) and self.micro_batch >= 1),
+                f"micro_batch must be an integer >= 1 or None, got {self.micro_batch!r}",
+            ),
+            (
+                self.time_chunk is None or (isinstance(self.time_chunk, int) and self.time_chunk >= 1),
+                f"time_chunk must be an integer >= 1 or None, got {self.time_chunk!r}",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        if self.time_chunk is not None and self.input_noise > 0:
+            raise ValueError(
+                f"time_chunk cannot be combined with input_noise={self.input_noise} (the second forward pass "
+                "of each stretch would draw other noise); use micro_batch to save memory instead"
+            )
         if self.membrane() is not None and self.method != "lfp":
             raise ValueError(f"membrane_share is an option of LFP-ε; method {self.method!r} does not use it")
         if self.homeostasis > 0:
@@ -196,6 +210,7 @@ def lfp_method(trainer: Trainer) -> Callable[[Tensor, Tensor], StepOutput]:
     membrane = cfg.membrane()
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
+        trainer.optimizer.zero_grad(set_to_none=True)  # the old gradients go before the feedback's buffers
         res = feedback_result(
             trainer.model,
             x,
@@ -206,8 +221,11 @@ def lfp_method(trainer: Trainer) -> Callable[[Tensor, Tensor], StepOutput]:
             input_noise=trainer.noise_std(),
             generator=trainer.generator,
             membrane_share=membrane,
+            matmul_dtype=PRECISIONS[cfg.feedback_precision],
+            micro_batch=cfg.micro_batch,
+            recompute=cfg.recompute,
+            time_chunk=cfg.time_chunk,
         )
-        trainer.optimizer.zero_grad(set_to_none=True)
         write_gradients(trainer.model, res.feedback, consume=True)
         return StepOutput(res.output, float(res.reward.mean()), res.spike_counts)
 

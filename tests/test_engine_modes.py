@@ -3,6 +3,8 @@ and the shapes of what the engine returns."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -129,7 +131,7 @@ def test_lfp0_division_by_zero_is_an_error():
 def test_micro_batch_must_be_positive():
     m = _snn(False)
     x, y = _inputs(False, constant=False)
-    with pytest.raises(ValueError, match="micro_batch must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="micro_batch must be an integer >= 1, got 0"):
         lfp_snn.feedback_result(m, x, y, micro_batch=0)
 
 
@@ -152,7 +154,106 @@ def test_cli_passes_engine_options_to_the_trainer():
 
     train, _ = load_digits()
     a = build_parser().parse_args(
-        ["train", "--feedback-precision", "bfloat16", "--micro-batch", "8", "--recompute", "--input-noise", "0.1"]
+        [
+            "train",
+            "--feedback-precision",
+            "bfloat16",
+            "--micro-batch",
+            "8",
+            "--recompute",
+            "--input-noise",
+            "0.1",
+        ]
     )
     _, cfg = configs_from_args(a, train)
-    assert (cfg.feedback_precision, cfg.micro_batch, cfg.recompute, cfg.input_noise) == ("bfloat16", 8, True, 0.1)
+    assert (cfg.feedback_precision, cfg.micro_batch, cfg.recompute, cfg.input_noise) == (
+        "bfloat16",
+        8,
+        True,
+        0.1,
+    )
+
+
+@pytest.mark.parametrize("conv", [False, True])
+@pytest.mark.parametrize("constant", [False, True])
+@pytest.mark.parametrize("rule", ["epsilon", "zplus-zminus"])
+@pytest.mark.parametrize("chunk", [1, 4, 5])
+def test_time_chunks_give_the_same_feedback(conv, constant, rule, chunk):
+    m = _snn(conv)
+    x, y = _inputs(conv, constant)  # T = 6: chunks of 4 leave a stretch of 2, chunks of 5 one of 1
+    ref = lfp_snn.feedback_result(m, x, y, "sequence", rule, input_reward=True)
+    res = lfp_snn.feedback_result(m, x, y, "sequence", rule, input_reward=True, time_chunk=chunk)
+    _close(ref.feedback, res.feedback)
+    assert torch.equal(ref.output, res.output)
+    assert torch.equal(ref.reward, res.reward)
+    torch.testing.assert_close(res.input_reward, ref.input_reward, rtol=1e-10, atol=1e-12)
+    for k in ref.spike_rate:
+        assert torch.equal(res.spike_counts[k], ref.spike_counts[k])
+        assert res.spike_rate[k] == pytest.approx(ref.spike_rate[k])
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("delay", [True, False])
+@pytest.mark.parametrize("constant", [False, True])
+def test_time_chunks_all_reset_modes_with_recompute_and_micro_batches(reset, delay, constant):
+    m = _snn(False, reset=reset, delay=delay)
+    x, y = _inputs(False, constant=constant)
+    ref = lfp_snn.feedback(m, x, y)
+    _close(ref, lfp_snn.feedback_result(m, x, y, time_chunk=2).feedback)
+    _close(ref, lfp_snn.feedback_result(m, x, y, time_chunk=4, recompute=True, micro_batch=3).feedback)
+
+
+def test_time_chunks_carry_the_membrane_share_across_boundaries(monkeypatch):
+    # a long sequence with β near 1: much of the reward reaches early steps through the membrane's share C,
+    # so dropping C at a boundary changes the first layer's feedback by far more than the tolerance
+    torch.manual_seed(3)
+    m = lfp_snn.SpikingSequential(
+        nn.Linear(10, 12), lfp_snn.LIF(0.99, 1.0), nn.Linear(12, 3), lfp_snn.LIF(0.99, 1.0)
+    ).double()
+    x = torch.rand(40, 5, 10, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    ref = lfp_snn.feedback(m, x, y)
+    _close(ref, lfp_snn.feedback_result(m, x, y, time_chunk=3).feedback)
+    engine = importlib.import_module("lfp_snn.propagation")
+    real = engine.propagate
+    monkeypatch.setattr(engine, "propagate", lambda *a, carry=None, **k: real(*a, carry={}, **k))
+    broken = lfp_snn.feedback_result(m, x, y, time_chunk=3).feedback
+    assert (broken["0.weight"] - ref["0.weight"]).abs().max() > 1e-3 * ref["0.weight"].abs().max()
+
+
+def test_time_chunk_with_membrane_share():
+    from lfp_snn.small_beta import MembraneShare
+
+    m = _snn(False)
+    x, y = _inputs(False, constant=True)
+    share = MembraneShare(input=0.5, weight=0.3)
+    ref = lfp_snn.feedback_result(m, x, y, membrane_share=share).feedback
+    _close(ref, lfp_snn.feedback_result(m, x, y, membrane_share=share, time_chunk=4).feedback)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"time_chunk": 0}, "time_chunk must be an integer >= 1"),
+        ({"time_chunk": 2.5}, "time_chunk must be an integer >= 1"),
+        ({"time_chunk": 2, "input_noise": 0.1}, "cannot be combined with input_noise=0.1"),
+        ({"micro_batch": 0}, "micro_batch must be an integer >= 1, got 0"),
+    ],
+)
+def test_time_chunk_bad_settings(kw, match):
+    m = _snn(False)
+    x, y = _inputs(False, constant=False)
+    with pytest.raises(ValueError, match=match):
+        lfp_snn.feedback_result(m, x, y, **kw)
+
+
+def test_time_chunk_rejects_ann_and_active_dropout():
+    ann = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="time_chunk is for spiking models"):
+        lfp_snn.feedback_result(ann, torch.rand(2, 4), torch.tensor([0, 1]), time_chunk=2)
+    snn = lfp_snn.SpikingSequential(nn.Linear(4, 3), nn.Dropout(0.2), lfp_snn.LIF())
+    x, y = torch.rand(5, 2, 4), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"active dropout \(layer '1', p=0.2\)"):
+        lfp_snn.feedback_result(snn, x, y, time_chunk=2)
+    snn.eval()
+    _close(lfp_snn.feedback(snn, x, y), lfp_snn.feedback_result(snn, x, y, time_chunk=2).feedback, rtol=1e-5)

@@ -292,9 +292,36 @@ def test_bad_train_config_values():
         ({"steps": 0}, r"steps \(T\) must be >= 1"),
         ({"method": "magic"}, r"unknown method 'magic'.*gradient.*lfp"),
         ({"optimizer": "lbfgs"}, r"optimizer must be one of"),
+        ({"micro_batch": 0}, r"micro_batch must be an integer >= 1 or None, got 0"),
+        ({"time_chunk": -2}, r"time_chunk must be an integer >= 1 or None, got -2"),
+        ({"time_chunk": 4, "input_noise": 0.1}, r"time_chunk cannot be combined with input_noise=0.1"),
     ]:
         with pytest.raises(ValueError, match=msg):
             TrainConfig(**kw).validate()
+
+
+def test_trainer_hands_the_memory_and_precision_options_to_the_engine(tiny, monkeypatch):
+    import lfp_snn.training as training
+
+    seen = []
+    real = training.feedback_result
+
+    def spy(*a, **kw):
+        seen.append({k: kw[k] for k in ("matmul_dtype", "micro_batch", "recompute", "time_chunk")})
+        return real(*a, **kw)
+
+    monkeypatch.setattr(training, "feedback_result", spy)
+    train, _ = tiny
+    cfg = _quick(feedback_precision="bfloat16", micro_batch=16, recompute=True, time_chunk=2)
+    Trainer(_small_snn_config(), cfg).fit(train.subset(32, seed=0))
+    assert seen == [{"matmul_dtype": torch.bfloat16, "micro_batch": 16, "recompute": True, "time_chunk": 2}]
+
+
+def test_time_chunk_on_an_ann_is_a_clear_error(tiny):
+    train, _ = tiny
+    mc = ModelConfig(arch="mlp", input_shape=(1, 8, 8), classes=10, hidden=(16,))
+    with pytest.raises(ValueError, match="time_chunk is for spiking models"):
+        Trainer(mc, _quick(time_chunk=2)).fit(train.subset(32, seed=0))
 
 
 def test_gradient_method_refuses_spiking_models():
@@ -398,6 +425,9 @@ def test_cli_train_help_mentions_every_option(capsys):
         "--encoder",
         "--method",
         "--reward",
+        "--time-chunk",
+        "--micro-batch",
+        "--recompute",
         "--clip",
         "--clip-value",
         "--epochs",
