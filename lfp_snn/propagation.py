@@ -347,6 +347,7 @@ def propagate(
     release: bool = False,
     membrane_share: MembraneShare | None = None,
     carry: dict[str, Tensor] | None = None,
+    into: dict[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], Tensor | None]:
     """The reverse pass: reward at the output -> feedback per parameter (and the reward at the input).
 
@@ -357,7 +358,8 @@ def propagate(
     reward at the ε layer above it (:mod:`lfp_snn.small_beta`).
     ``carry`` (a dict, for a trace that covers one stretch of time, see :func:`forward_trace`'s ``state``)
     holds per LIF layer the membrane's share C handed back from the stretch after this one; on return it
-    holds the share this stretch hands to the one before.
+    holds the share this stretch hands to the one before. ``into``: feedback already summed (e.g. over
+    other stretches); each layer's feedback is added to it as soon as it is made, and it is returned.
     """
     membrane_share = as_membrane_share(membrane_share)
     T = trace.steps
@@ -375,7 +377,7 @@ def propagate(
         r, r_constant = reward.reshape(-1, *reward.shape[2:]), False
     owned = False  # r is a buffer of ours that may be overwritten
     normalized = False  # r holds g = R / (D + ε) from the LIF layer just above
-    fb: dict[str, Tensor] = {}
+    fb: dict[str, Tensor] = {} if into is None else into
     for i in range(len(frames) - 1, -1, -1):
         fr = frames[i]
         m, s = fr.module, fr.saved
@@ -385,6 +387,7 @@ def propagate(
             need = need_input_reward or _wants_input(frames, i)
             rule: Rule = composite.rule_for(fr.name, m)
             x = s["x"]  # may be uint8 spikes: the rules convert as they go
+            wkey = f"{fr.name}.weight"
             below = None if membrane_share is None else _lif_below(frames, i, rule)
             if below is not None:  # membrane-aware ε: S + λ a in place of the spikes S
                 a = _near_firing(frames[below], membrane_share, frames, below, T).reshape(x.shape)
@@ -396,18 +399,21 @@ def propagate(
                     else torch.add(x, a, alpha=membrane_share.input)
                 )
                 del a
-                lf = rule.normalized(s["op"], xw, g, need, matmul_dtype, x_input=xi)
-                del xw, xi
+                lf = rule.normalized(
+                    s["op"], xw, g, need, matmul_dtype, x_input=xi, weight_into=fb.pop(wkey, None)
+                )
+                del xw, xi, g
             elif normalized and isinstance(rule, Epsilon):
-                lf = rule.normalized(s["op"], x, r, need, matmul_dtype)
+                lf = rule.normalized(s["op"], x, r, need, matmul_dtype, weight_into=fb.pop(wkey, None))
             else:
                 if normalized:  # the current's share of the membrane: R^I = I ⊙ g
                     r = r * s["z"]
                 lf = rule(s["op"], x, s["z"], r, need)
-            fb[f"{fr.name}.weight"] = lf.weight
+            _add_feedback(fb, wkey, lf.weight)
             if lf.bias is not None:
-                fb[f"{fr.name}.bias"] = lf.bias
+                _add_feedback(fb, f"{fr.name}.bias", lf.bias)
             r, normalized, owned = lf.input_reward, False, True
+            del lf
             if release:
                 s.clear()
             if r is None:
@@ -449,6 +455,7 @@ def propagate(
             else:  # no parametric layer below: the current's share goes on as an ordinary reward
                 cur = current_below
                 r = (g * (cur if cur.dim() == g.dim() else cur.unsqueeze(0))).reshape(-1, *g.shape[2:])
+            del g, current_below  # r holds what goes on; a stale name would keep a [T, B, ...] buffer alive
         else:
             r_in = _backward_simple(fr, r, eps)
             owned = owned or r_in is not r
@@ -456,6 +463,13 @@ def propagate(
         if release:
             s.clear()
     return fb, r
+
+
+def _add_feedback(fb: dict[str, Tensor], key: str, value: Tensor) -> None:
+    if key in fb:
+        fb[key].add_(value)
+    else:
+        fb[key] = value
 
 
 def _potential(frames: list[_Frame], i: int, T: int) -> Tensor:
@@ -797,7 +811,7 @@ def _feedback_chunked(
         tr = forward_trace(
             model, x, st, composite=composite, recompute=recompute, state=kept.pop(t0, {}), start=t0
         )
-        f, rin = propagate(
+        _, rin = propagate(
             tr,
             r[t0 : t0 + n],
             composite,
@@ -807,13 +821,9 @@ def _feedback_chunked(
             release=True,
             membrane_share=membrane_share,
             carry=carry,
+            into=fb,
         )
         del tr
-        for k, v in f.items():
-            if k in fb:
-                fb[k].add_(v)
-            else:
-                fb[k] = v
         if input_reward and rin is not None:
             if not constant:
                 rins.append(rin.reshape(n, -1, *rin.shape[1:]))

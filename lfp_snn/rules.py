@@ -85,6 +85,7 @@ class Epsilon(Rule):
         need_input: bool = True,
         matmul_dtype: torch.dtype | None = None,
         x_input: Tensor | None = None,
+        weight_into: Tensor | None = None,
     ) -> LayerFeedback:
         """The ε rule given g = R / stabilize(z) directly (a LIF layer's feedback scan produces g).
 
@@ -92,6 +93,8 @@ class Epsilon(Rule):
         exact in bf16; g and W are rounded to 8 significant bits); the results come back in g's dtype.
         ``x_input`` (x's shape) replaces x in the input reward, R_in = x_input ⊙ (∂z/∂x)ᵀ g, while F_W keeps
         x (the membrane-aware variant, :mod:`lfp_snn.small_beta`, passes S + λ a there).
+        ``weight_into``: a running sum that F_W is added to (and returned as) before the input reward is made,
+        so the two [out, in]-sized and [rows, in]-sized results are never held at once.
         """
         m = op.module
         w = m.weight.to(g.dtype)
@@ -101,6 +104,8 @@ class Epsilon(Rule):
             else (g.to(matmul_dtype), x.to(matmul_dtype), w.to(matmul_dtype))
         )
         fw = op.weight_vjp(gm, xm).to(g.dtype).mul_(w.abs())
+        if weight_into is not None:
+            fw = weight_into.add_(fw)
         fb = None if m.bias is None else m.bias.to(g.dtype).abs() * op.bias_vjp(g)
         rin = None
         if need_input:  # x ⊙ (∂z/∂x)ᵀ g, multiplied in place (x may be uint8 spikes)
