@@ -210,7 +210,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", default=None, help="output folder: metrics, config.json, model.pt")
     g.add_argument("--metrics-format", default="jsonl", choices=("jsonl", "csv"))
     g.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
-    g.add_argument("--backend", default="torch", choices=("torch", "triton"), help="LIF scan kernels")
+    g.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "native", "triton"),
+        help="LIF scan kernels: torch (reference), native (C loops for the CPU, compiled with the system C "
+        "compiler on first use), triton (CUDA)",
+    )
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 

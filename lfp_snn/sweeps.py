@@ -59,6 +59,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .kernels import BACKENDS
+
 FORMAT = "lfp-snn-sweep"
 VERSION = 1
 DEFAULT_METHODS = ("lfp-epsilon", "lfp-zplus-zminus", "bptt-snntorch")
@@ -998,8 +1000,8 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--backend",
         default="torch",
-        choices=("torch", "triton", *EXECUTORS),
-        help="LIF kernels (torch, triton) as in train; 'ray' or 'local' here means --executor",
+        choices=(*BACKENDS, *EXECUTORS),
+        help=f"LIF kernels ({', '.join(BACKENDS)}) as in train; 'ray' or 'local' here means --executor",
     )
     g.add_argument("--workers", type=int, default=1, help="trials at once (default 1: in this process)")
     g.add_argument(

@@ -1,5 +1,7 @@
-"""LIF scans with explicit backends: ``"torch"`` (the reference, any device) and ``"triton"`` (CUDA kernels;
-on the CPU only under ``TRITON_INTERPRET=1``). No silent fallback: a backend that cannot run raises."""
+"""LIF scans with explicit backends: ``"torch"`` (the reference, any device), ``"native"`` (C loops for the
+CPU, compiled with the system C compiler on first use and called through ctypes; bit-identical to the
+reference in float32 and float64) and ``"triton"`` (CUDA kernels; on the CPU only under
+``TRITON_INTERPRET=1``). No silent fallback: a backend that cannot run raises."""
 
 from __future__ import annotations
 
@@ -8,14 +10,18 @@ from torch import Tensor
 from .torch_scan import lif_feedback_scan as _torch_feedback
 from .torch_scan import lif_forward_scan as _torch_forward
 
-BACKENDS = ("torch", "triton")
+BACKENDS = ("torch", "native", "triton")
 
 
 def check_backend(backend: str, device=None) -> None:
     """Raise a clear error when ``backend`` cannot run on ``device`` here."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    if backend == "triton":
+    if backend == "native":
+        from .native_scan import check_available
+
+        check_available(device)
+    elif backend == "triton":
         from .triton_scan import check_available
 
         check_available(device)
@@ -37,6 +43,10 @@ def lif_forward(
     if backend == "torch":
         return _torch_forward(current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype)
     check_backend(backend, current.device)
+    if backend == "native":
+        from .native_scan import lif_forward_scan as _native_forward
+
+        return _native_forward(current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype)
     from .triton_scan import lif_forward_scan
 
     return lif_forward_scan(
@@ -61,6 +71,10 @@ def lif_feedback(
     if backend == "torch":
         return _torch_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out)
     check_backend(backend, reward.device)
+    if backend == "native":
+        from .native_scan import lif_feedback_scan as _native_feedback
+
+        return _native_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out)
     from .triton_scan import lif_feedback_scan
 
     return lif_feedback_scan(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out)

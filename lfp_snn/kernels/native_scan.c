@@ -1,0 +1,178 @@
+/* The LIF scans in plain C for the "native" backend (lfp_snn/kernels/native_scan.py compiles this file with
+ * the system C compiler on first use and calls it through ctypes).
+ *
+ * Every [T, B, ...] tensor is a contiguous row-major [T, M] array (M = neurons in one step). A call handles
+ * the columns [m0, m1) in blocks of LIF_BLOCK neurons; each block runs the whole time loop with its state in
+ * small local arrays, so the loops over the block's neurons vectorise and each [T, M] array is read or
+ * written once (a constant current [M] is re-read every step, from the cache).
+ *
+ * The arithmetic is the plain-torch reference's (lfp_snn/kernels/torch_scan.py), operation by operation and
+ * in the same order, spikes as 0./1. values in the data's type, so that the results are bit-identical to it:
+ * torch's addcmul(x, a, b, value=-1) is x + (-a)*b = x - a*b, exactly. Compile without FMA contraction
+ * (-ffp-contract=off) and without -ffast-math.
+ *
+ * Forward, t = 1..T (H(x) = x > 0; reset_t = S_{t-1} with a delayed reset):
+ *     c = β U_{t-1};  zero + delay: c = c - c S_{t-1};  V = I_t + c;  subtract + delay: V = V - S_{t-1} θ
+ *     S_t = H(V - θ);  delay: U_t = V;  immediate: U_t = V - S_t θ (subtract)  or  V - V S_t (zero)
+ * Feedback, t = T..1 (C_{T+1} = -0., which adds exactly like no carry at all):
+ *     s = H(V_{t-1} - θ) (0 at t = 1 without delay);  P = V_{t-1};  immediate subtract: P = P - s θ;
+ *     zero: P = P - P s;  d = V_t - P;  subtract + delay: d = d + s θ;  d = |d| + |P|;  d = d + ε
+ *     g_t = (C_{t+1} + reward_t) / d;  C_t = (P β) g_t
+ */
+#include <math.h>
+#include <stdint.h>
+
+#ifndef LIF_BLOCK
+#define LIF_BLOCK 512
+#endif
+#define LIF_INLINE static inline __attribute__((always_inline))
+
+int lif_native_block(void) { return LIF_BLOCK; }
+
+#define LIF_DEFINE(REAL, SUF, FABS)                                                                        \
+    /* one block of n <= LIF_BLOCK neurons starting at column j0; SUB and DELAY are literal constants */   \
+    LIF_INLINE void lif_fwd_block_##SUF(const REAL *cur, int64_t cur_stride, const REAL *beta,             \
+                                        int32_t beta_vec, const REAL *thr, int32_t thr_vec,                \
+                                        const REAL *mem0, REAL *pot, uint8_t *spk8, REAL *spkf, int64_t T, \
+                                        int64_t M, int64_t j0, int64_t n, const int SUB, const int DELAY)  \
+    {                                                                                                      \
+        REAL b[LIF_BLOCK], th[LIF_BLOCK], u[LIF_BLOCK], ps[LIF_BLOCK], x[LIF_BLOCK], s[LIF_BLOCK];         \
+        for (int64_t k = 0; k < n; ++k) {                                                                  \
+            b[k] = beta_vec ? beta[j0 + k] : beta[0];                                                      \
+            th[k] = thr_vec ? thr[j0 + k] : thr[0];                                                        \
+            u[k] = mem0 ? mem0[j0 + k] : (REAL)0;                                                          \
+            ps[k] = u[k] > th[k] ? (REAL)1 : (REAL)0; /* reset_1 = H(U_0 - θ) (delayed reset) */           \
+        }                                                                                                  \
+        for (int64_t t = 0; t < T; ++t) {                                                                  \
+            const REAL *c = cur + t * cur_stride + j0;                                                     \
+            for (int64_t k = 0; k < n; ++k) /* read the whole step before writing: out may be cur */       \
+                x[k] = c[k];                                                                               \
+            for (int64_t k = 0; k < n; ++k) {                                                              \
+                REAL carried = u[k] * b[k];                                                                \
+                if (DELAY && !SUB)                                                                         \
+                    carried = carried - carried * ps[k];                                                   \
+                REAL v = x[k] + carried;                                                                   \
+                if (DELAY && SUB)                                                                          \
+                    v = v - ps[k] * th[k];                                                                 \
+                REAL sk = v > th[k] ? (REAL)1 : (REAL)0;                                                   \
+                x[k] = v;                                                                                  \
+                s[k] = sk;                                                                                 \
+                if (DELAY) {                                                                               \
+                    u[k] = v;                                                                              \
+                    ps[k] = sk;                                                                            \
+                } else if (SUB) {                                                                          \
+                    u[k] = v - sk * th[k];                                                                 \
+                } else {                                                                                   \
+                    u[k] = v - v * sk;                                                                     \
+                }                                                                                          \
+            }                                                                                              \
+            REAL *po = pot + t * M + j0;                                                                   \
+            for (int64_t k = 0; k < n; ++k)                                                                \
+                po[k] = x[k];                                                                              \
+            if (spkf) {                                                                                    \
+                REAL *so = spkf + t * M + j0;                                                              \
+                for (int64_t k = 0; k < n; ++k)                                                            \
+                    so[k] = s[k];                                                                          \
+            } else {                                                                                       \
+                uint8_t *so = spk8 + t * M + j0;                                                           \
+                for (int64_t k = 0; k < n; ++k)                                                            \
+                    so[k] = (uint8_t)(s[k] != (REAL)0);                                                    \
+            }                                                                                              \
+        }                                                                                                  \
+    }                                                                                                      \
+                                                                                                           \
+    /* cur: [T, M] (cur_stride = M) or [M] (cur_stride = 0, a constant current); beta/thr: [M] when *_vec, \
+     * else [1]; mem0: [M] or NULL; pot: [T, M] (may be cur); spikes into spk8 (0/1 bytes) or spkf. */     \
+    void lif_forward_##SUF(const REAL *cur, int64_t cur_stride, const REAL *beta, int32_t beta_vec,        \
+                           const REAL *thr, int32_t thr_vec, const REAL *mem0, REAL *pot, uint8_t *spk8,   \
+                           REAL *spkf, int64_t T, int64_t M, int64_t m0, int64_t m1, int32_t subtract,     \
+                           int32_t delay)                                                                  \
+    {                                                                                                      \
+        for (int64_t j0 = m0; j0 < m1; j0 += LIF_BLOCK) {                                                  \
+            int64_t n = m1 - j0 < LIF_BLOCK ? m1 - j0 : LIF_BLOCK;                                         \
+            if (subtract && delay)                                                                         \
+                lif_fwd_block_##SUF(cur, cur_stride, beta, beta_vec, thr, thr_vec, mem0, pot, spk8, spkf,  \
+                                    T, M, j0, n, 1, 1);                                                    \
+            else if (subtract)                                                                             \
+                lif_fwd_block_##SUF(cur, cur_stride, beta, beta_vec, thr, thr_vec, mem0, pot, spk8, spkf,  \
+                                    T, M, j0, n, 1, 0);                                                    \
+            else if (delay)                                                                                \
+                lif_fwd_block_##SUF(cur, cur_stride, beta, beta_vec, thr, thr_vec, mem0, pot, spk8, spkf,  \
+                                    T, M, j0, n, 0, 1);                                                    \
+            else                                                                                           \
+                lif_fwd_block_##SUF(cur, cur_stride, beta, beta_vec, thr, thr_vec, mem0, pot, spk8, spkf,  \
+                                    T, M, j0, n, 0, 0);                                                    \
+        }                                                                                                  \
+    }                                                                                                      \
+                                                                                                           \
+    LIF_INLINE void lif_fb_block_##SUF(const REAL *rew, const REAL *pot, const REAL *beta, int32_t beta_vec, \
+                                       const REAL *thr, int32_t thr_vec, const REAL *mem0, REAL eps,       \
+                                       REAL *g, int64_t T, int64_t M, int64_t j0, int64_t n, const int SUB, \
+                                       const int DELAY)                                                    \
+    {                                                                                                      \
+        REAL b[LIF_BLOCK], th[LIF_BLOCK], v[LIF_BLOCK], vp[LIF_BLOCK], carry[LIF_BLOCK], r[LIF_BLOCK];     \
+        for (int64_t k = 0; k < n; ++k) {                                                                  \
+            b[k] = beta_vec ? beta[j0 + k] : beta[0];                                                      \
+            th[k] = thr_vec ? thr[j0 + k] : thr[0];                                                        \
+            v[k] = pot[(T - 1) * M + j0 + k]; /* V_T */                                                    \
+            carry[k] = (REAL)-0.0;            /* C_{T+1}: -0. + x == x, bit for bit */                     \
+        }                                                                                                  \
+        for (int64_t t = T - 1; t >= 0; --t) {                                                             \
+            if (t > 0) {                                                                                   \
+                const REAL *pp = pot + (t - 1) * M + j0;                                                   \
+                for (int64_t k = 0; k < n; ++k)                                                            \
+                    vp[k] = pp[k];                                                                         \
+            } else {                                                                                       \
+                for (int64_t k = 0; k < n; ++k)                                                            \
+                    vp[k] = mem0 ? mem0[j0 + k] : (REAL)0;                                                 \
+            }                                                                                              \
+            const REAL fired_ok = (DELAY || t > 0) ? (REAL)1 : (REAL)0; /* S_0 = 0 without delay */       \
+            const REAL *rp = rew + t * M + j0;                                                             \
+            for (int64_t k = 0; k < n; ++k) /* read the whole step before writing: g may be rew */         \
+                r[k] = rp[k];                                                                              \
+            for (int64_t k = 0; k < n; ++k) {                                                              \
+                REAL s = vp[k] > th[k] ? fired_ok : (REAL)0;                                               \
+                REAL p = vp[k];                                                                            \
+                if (SUB && !DELAY)                                                                         \
+                    p = p - s * th[k];                                                                     \
+                else if (!SUB)                                                                             \
+                    p = p - p * s;                                                                         \
+                REAL d = v[k] - p;                                                                         \
+                if (SUB && DELAY)                                                                          \
+                    d = d + s * th[k];                                                                     \
+                d = FABS(d) + FABS(p);                                                                     \
+                d = d + eps;                                                                               \
+                REAL pb = p * b[k];                                                                        \
+                REAL gk = (carry[k] + r[k]) / d;                                                           \
+                r[k] = gk;                                                                                 \
+                carry[k] = pb * gk;                                                                        \
+                v[k] = vp[k];                                                                              \
+            }                                                                                              \
+            REAL *go = g + t * M + j0;                                                                     \
+            for (int64_t k = 0; k < n; ++k)                                                                \
+                go[k] = r[k];                                                                              \
+        }                                                                                                  \
+    }                                                                                                      \
+                                                                                                           \
+    /* rew, pot, g: [T, M] (g may be rew); beta/thr: [M] when *_vec, else [1]; mem0: [M] or NULL */        \
+    void lif_feedback_##SUF(const REAL *rew, const REAL *pot, const REAL *beta, int32_t beta_vec,          \
+                            const REAL *thr, int32_t thr_vec, const REAL *mem0, REAL eps, REAL *g,         \
+                            int64_t T, int64_t M, int64_t m0, int64_t m1, int32_t subtract, int32_t delay) \
+    {                                                                                                      \
+        if (T <= 0)                                                                                        \
+            return;                                                                                        \
+        for (int64_t j0 = m0; j0 < m1; j0 += LIF_BLOCK) {                                                  \
+            int64_t n = m1 - j0 < LIF_BLOCK ? m1 - j0 : LIF_BLOCK;                                         \
+            if (subtract && delay)                                                                         \
+                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n, 1, 1); \
+            else if (subtract)                                                                             \
+                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n, 1, 0); \
+            else if (delay)                                                                                \
+                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n, 0, 1); \
+            else                                                                                           \
+                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n, 0, 0); \
+        }                                                                                                  \
+    }
+
+LIF_DEFINE(float, f32, fabsf)
+LIF_DEFINE(double, f64, fabs)
