@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _row_blocks(x2: Tensor, elements: int = 1 << 20):
+def _row_blocks(x2: Tensor, elements: int = 1 << 18):
     """(start, block) over the rows of a 2-D tensor, ~``elements`` entries a block."""
     rows = max(1, elements // max(x2.shape[1], 1))
     for a in range(0, x2.shape[0], rows):

@@ -177,6 +177,7 @@ def forward_trace(
     recompute: bool = False,
     state: dict[str, Tensor] | None = None,
     start: int = 0,
+    cache: dict[str, Tensor] | None = None,
 ) -> Trace:
     """Run ``model`` layer by layer and keep what the feedback needs (nothing when ``keep=False``).
 
@@ -193,6 +194,8 @@ def forward_trace(
     time: each LIF layer starts from ``state[name]`` (U_0 = 0 when absent) and leaves its membrane after the
     last step there. A LIF layer with a constant input current and no entry starts from where the same
     current would have brought it after ``start`` steps (recomputed: cheaper than storing it).
+    ``cache``: a dict that keeps the outputs of parametric layers whose input is the same at every step, for
+    further calls on the same input with the same weights (the stretches of one sequence).
 
     Args:
         inputs: ANN [B, ...]; SNN [T, B, ...], or [B, ...] with ``steps=T`` (constant encoding). A
@@ -221,9 +224,10 @@ def forward_trace(
     dt = inputs.dtype if inputs.is_floating_point() else torch.get_default_dtype()
     for k, (name, m) in enumerate(model_leaves):
         fr = _Frame(name, m, {"constant": act.constant})
-        x = act.value.to(dt) if act.value.dtype != dt else act.value
         if isinstance(m, nn.Linear) and act.value.dtype == torch.uint8 and input_noise == 0:
             x = act.value  # compact spikes: the Linear converts blocks of rows as it goes
+        else:
+            x = act.value.to(dt) if act.value.dtype != dt else act.value
         if isinstance(m, tuple(PARAMETRIC)):
             if input_noise > 0:
                 x = x + input_noise * torch.randn(
@@ -231,7 +235,12 @@ def forward_trace(
                 )
                 act = _Act(x, act.constant)
             op = affine_op(m)
-            z = op.forward(x, m.weight.to(dt), None if m.bias is None else m.bias.to(dt))
+            if cache is not None and act.constant and name in cache:
+                z = cache[name]
+            else:
+                z = op.forward(x, m.weight.to(dt), None if m.bias is None else m.bias.to(dt))
+                if cache is not None and act.constant:
+                    cache[name] = z
             if keep:
                 fr.saved.update(op=op, x=_store(act))
                 under_lif = k + 1 < len(model_leaves) and isinstance(model_leaves[k + 1][1], LIF)
@@ -276,7 +285,7 @@ def forward_trace(
                     if below is None:
                         fr.saved["current"] = current
             del pot, current, x
-            c = spikes.sum(dim=(0, 1))
+            c = _spike_counts(spikes)
             counts[name] = c
             rates[name] = float(c.sum()) / max(spikes.numel(), 1)
             act = _Act(spikes.reshape(-1, *spikes.shape[2:]), False, True)
@@ -312,6 +321,16 @@ def forward_trace(
     if spiking:
         out = out.unsqueeze(0).expand(T, *out.shape) if act.constant else out.reshape(T, -1, *out.shape[1:])
     return Trace(frames, T, batch, input_constant, out, act.constant and spiking, counts, rates)
+
+
+def _spike_counts(spikes: Tensor) -> Tensor:
+    """Spikes per neuron, summed over time and batch; a few steps at a time, since summing uint8 spikes
+    makes torch convert its input to int64 first (8x the spikes' memory at once otherwise)."""
+    per = max(1, (1 << 18) // max(spikes[0].numel(), 1))
+    total = spikes[:per].sum(dim=(0, 1))
+    for t0 in range(per, spikes.shape[0], per):
+        total += spikes[t0 : t0 + per].sum(dim=(0, 1))
+    return total
 
 
 def _advance(m: LIF, current: Tensor, beta: Tensor, thr: Tensor, steps: int, piece: int) -> Tensor:
@@ -781,11 +800,12 @@ def _feedback_chunked(
 
     # pass 1: outputs and spike counts; keep the membranes where stretches begin
     state: dict[str, Tensor] = {}
+    cache: dict[str, Tensor] = {}  # currents of layers with a constant input: the same in every stretch
     kept: dict[int, dict[str, Tensor]] = {}
     outputs, counts, rates = [], {}, {}
     for t0 in starts:
         x, st, n = piece(t0)
-        tr = forward_trace(model, x, st, keep=False, state=state, start=t0)
+        tr = forward_trace(model, x, st, keep=False, state=state, start=t0, cache=cache)
         if t0 + n < T:  # a LIF on a constant current recomputes its start cheaply: not kept
             on_constant = {f.name for f in tr.frames if isinstance(f.module, LIF) and f.saved["constant"]}
             kept[t0 + n] = {k: v for k, v in state.items() if k not in on_constant}
@@ -809,7 +829,14 @@ def _feedback_chunked(
     for t0 in reversed(starts):
         x, st, n = piece(t0)
         tr = forward_trace(
-            model, x, st, composite=composite, recompute=recompute, state=kept.pop(t0, {}), start=t0
+            model,
+            x,
+            st,
+            composite=composite,
+            recompute=recompute,
+            state=kept.pop(t0, {}),
+            start=t0,
+            cache=cache,
         )
         _, rin = propagate(
             tr,

@@ -103,14 +103,28 @@ class Epsilon(Rule):
             if matmul_dtype is None
             else (g.to(matmul_dtype), x.to(matmul_dtype), w.to(matmul_dtype))
         )
-        fw = op.weight_vjp(gm, xm).to(g.dtype).mul_(w.abs())
+        fw = _mul_abs_(op.weight_vjp(gm, xm).to(g.dtype), w)
         if weight_into is not None:
             fw = weight_into.add_(fw)
         fb = None if m.bias is None else m.bias.to(g.dtype).abs() * op.bias_vjp(g)
         rin = None
-        if need_input:  # x ⊙ (∂z/∂x)ᵀ g, multiplied in place (x may be uint8 spikes)
-            rin = op.input_vjp(gm, wm, xm).to(g.dtype).mul_(x if x_input is None else x_input)
+        if need_input:  # x ⊙ (∂z/∂x)ᵀ g, multiplied in place
+            rin = op.input_vjp(gm, wm, xm).to(g.dtype)
+            xi = x if x_input is None else x_input
+            if xi.dtype in (torch.uint8, torch.bool):  # 0/1 spikes: zero where silent, no float copy of x
+                rin.masked_fill_(xi == 0, 0)
+            else:
+                rin.mul_(xi)
         return LayerFeedback(rin, fw, fb)
+
+
+def _mul_abs_(t: Tensor, w: Tensor) -> Tensor:
+    """t ⊙= |w| in place, a block of rows at a time (no temporary the size of w)."""
+    t2, w2 = t.view(t.shape[0], -1), w.reshape(w.shape[0], -1)
+    rows = max(1, (1 << 16) // max(t2.shape[1], 1))
+    for a in range(0, t2.shape[0], rows):
+        t2[a : a + rows].mul_(w2[a : a + rows].abs())
+    return t
 
 
 @dataclass(frozen=True)
