@@ -4,11 +4,16 @@
     .venv/bin/python benchmarks/bench_step.py --scenarios A B --repeats 10 --threads 2
 
 Scenarios (the issue's): A spiking MLP 784-1000-1000-10, T=25, batch 128, constant input;
-B 700-128-128-20, T=100, batch 64, Bernoulli input spikes (SHD-like); C spiking LeNet on 1x28x28, T=25,
-batch 128, constant input. Methods: LFP with each scan backend that runs here (torch; triton on CUDA), LFP with
-bfloat16 feedback GEMMs, LFP keeping only spikes and recomputing currents in the feedback (activation checkpointing), LFP in
-micro-batches of 32 (same update, a quarter of the activation memory), snntorch BPTT written as its tutorials do (Linear inside the time loop, fast-sigmoid
-surrogate slope 25, cross-entropy on spike counts), norse BPTT (LIFBoxCell, SuperSpike).
+B 700-128-128-20, T=100, batch 64, Bernoulli input spikes (SHD-like; handed to every method as uint8, the
+BPTT networks convert each step to float for their Linear layers); C spiking LeNet on 1x28x28, T=25,
+batch 128, constant input.
+Methods: ``lfp-<backend>[-<option>...]`` with backend torch (reference scans), native (compiled C scans) or
+triton (CUDA), options ``bf16`` (feedback GEMMs in bfloat16), ``recompute`` (keep spikes only),
+``mb<N>`` (micro-batches of N), ``chunk``/``chunk<K>`` (forward and feedback in stretches of K steps, K = round(√T)
+by default; see ``lfp_snn.feedback_result(time_chunk=)``); snntorch BPTT written as its tutorials do (Linear
+inside the time loop, fast-sigmoid surrogate slope 25, cross-entropy on spike counts), norse BPTT
+(LIFBoxCell, SuperSpike). Every method's step clears the old gradients first, then forward, backward or
+feedback, and the Adam step.
 
 Each (scenario, method) runs in its own subprocess. Peak memory is the peak of the bytes held by live tensors
 during one step after warm-up (parameters, optimiser state, inputs, activations, temporaries): on the CPU from
@@ -36,12 +41,49 @@ SCENARIOS = {
 METHODS = (
     "lfp-torch",
     "lfp-torch-bf16",
-    "lfp-torch-recompute",
-    "lfp-torch-mb32",
+    "lfp-torch-chunk",
+    "lfp-native",
+    "lfp-native-chunk",
+    "lfp-native-chunk-bf16",
     "lfp-triton",
+    "lfp-triton-chunk",
     "snntorch",
     "norse",
 )
+LFP_OPTIONS = "bf16 | recompute | mb<N> | chunk | chunk<K>"
+
+
+def lfp_options(method: str, T: int | None = None) -> dict:
+    """``lfp-<backend>[-<option>...]`` -> backend and engine options; ``chunk`` alone is K = round(√T)."""
+    parts = method.split("-")
+    if parts[0] != "lfp" or len(parts) < 2:
+        raise ValueError(f"not an LFP method: {method!r}")
+    opts = dict(backend=parts[1], matmul_dtype=None, micro_batch=None, recompute=False, time_chunk=None)
+    for o in parts[2:]:
+        if o == "bf16":
+            opts["matmul_dtype"] = "bfloat16"
+        elif o == "recompute":
+            opts["recompute"] = True
+        elif o.startswith("mb") and o[2:].isdigit():
+            opts["micro_batch"] = int(o[2:])
+        elif o == "chunk":
+            opts["time_chunk"] = max(1, round(T**0.5)) if T else "sqrt(T)"
+        elif o.startswith("chunk") and o[5:].isdigit():
+            opts["time_chunk"] = int(o[5:])
+        else:
+            raise ValueError(f"unknown option {o!r} in method {method!r}; options: {LFP_OPTIONS}")
+    return opts
+
+
+def method_name(text: str) -> str:
+    """argparse type for --methods: the fixed names, or any lfp-<backend>[-<option>...]."""
+    if text in METHODS:
+        return text
+    try:
+        lfp_options(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _cpu_tensor_peak_mb(step) -> float:
@@ -69,8 +111,8 @@ def _data(sc, device, torch):
     shape = (sc["sizes"][0],) if sc["arch"] == "mlp" else sc["shape"]
     classes = sc["sizes"][-1] if sc["arch"] == "mlp" else sc["classes"]
     x = torch.rand(sc["B"], *shape, generator=g)
-    if sc["input"] == "spikes":
-        x_seq = torch.bernoulli(torch.full((sc["T"], sc["B"], *shape), 0.05), generator=g)
+    if sc["input"] == "spikes":  # binary spikes arrive as uint8, as a loader of event data gives them
+        x_seq = torch.bernoulli(torch.full((sc["T"], sc["B"], *shape), 0.05), generator=g).to(torch.uint8)
     else:
         x_seq = x.unsqueeze(0).expand(sc["T"], *x.shape)
     y = torch.randint(0, classes, (sc["B"],), generator=g)
@@ -128,6 +170,8 @@ def _loop_model(sc, T, make_neuron, initial_state):
             out = []
             for t in range(T):
                 h = x_seq[t]
+                if not h.is_floating_point():  # uint8 spikes: nn.Linear needs floats
+                    h = h.float()
                 for i, (layer, neuron) in enumerate(zip(self.layers, self.neurons)):
                     if self.pre[i] is not None:
                         h = self.pre[i](h)
@@ -167,14 +211,13 @@ def run_one(scenario: str, method: str, repeats: int, warmup: int, device_name: 
     sc = SCENARIOS[scenario]
     x_seq, y, classes = _data(sc, device, torch)
     if method.startswith("lfp"):
-        backend = "triton" if method == "lfp-triton" else "torch"
-        model = _lfp_model(sc, backend).to(device)
-        matmul_dtype = torch.bfloat16 if method.endswith("bf16") else None
-        micro = 32 if method.endswith("mb32") else None
-        recompute = method.endswith("recompute")
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        o = lfp_options(method, sc["T"])
+        model = _lfp_model(sc, o["backend"]).to(device)
+        matmul_dtype = getattr(torch, o["matmul_dtype"]) if o["matmul_dtype"] else None
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
 
         def step():
+            opt.zero_grad(set_to_none=True)
             res = lfp_snn.feedback_result(
                 model,
                 x_seq,
@@ -182,15 +225,15 @@ def run_one(scenario: str, method: str, repeats: int, warmup: int, device_name: 
                 "sequence",
                 "epsilon",
                 matmul_dtype=matmul_dtype,
-                micro_batch=micro,
-                recompute=recompute,
+                micro_batch=o["micro_batch"],
+                recompute=o["recompute"],
+                time_chunk=o["time_chunk"],
             )
-            opt.zero_grad(set_to_none=True)
             lfp_snn.write_gradients(model, res.feedback, consume=True)
             opt.step()
     else:
         model = (_snntorch_model if method == "snntorch" else _norse_model)(sc, sc["T"]).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
 
         def step():
             opt.zero_grad()
@@ -232,17 +275,17 @@ def run_one(scenario: str, method: str, repeats: int, warmup: int, device_name: 
 def available(method: str, device: str) -> str | None:
     """None when the method runs here, else the reason it does not."""
     try:
-        if method == "lfp-triton":
+        if method.startswith("lfp-"):
             from lfp_snn.kernels import check_backend
 
-            check_backend("triton", device)
+            check_backend(lfp_options(method)["backend"], device)
         elif method == "snntorch":
             import snntorch  # noqa: F401
         elif method == "norse":
             import norse  # noqa: F401
     except Exception as e:  # noqa: BLE001
         return str(e).splitlines()[0]
-    if method == "lfp-triton" and device == "cpu":
+    if method.startswith("lfp-triton") and device == "cpu":
         return "Triton is the CUDA path (the interpreter on the CPU is for tests, not timing)"
     return None
 
@@ -250,7 +293,13 @@ def available(method: str, device: str) -> str | None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        type=method_name,
+        help=f"{', '.join(METHODS)}, or any lfp-<backend>[-<option>...] with options {LFP_OPTIONS}",
+    )
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads, pinned in every subprocess")
@@ -264,15 +313,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
         print(json.dumps(run_one(a.one[0], a.one[1], a.repeats, a.warmup, a.device)))
         return 0
-    # a fixed mmap threshold makes glibc return every large freed block at once, so the resident set size
-    # follows the live tensors and its peak is the method's peak
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": str(a.threads),
-        "MKL_NUM_THREADS": str(a.threads),
-        "MALLOC_MMAP_THRESHOLD_": "65536",
-        "MALLOC_TRIM_THRESHOLD_": "65536",
-    }
+    # glibc's allocator is left at its defaults: forcing mmap for large blocks (to make the resident set follow
+    # the live tensors) turns every buffer into fresh page faults and slowed the methods with many
+    # medium-sized buffers by up to 3x; memory is taken from torch's profiler instead
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     rows, skipped = [], []
     load_before = os.getloadavg()
     for sc in a.scenarios:
