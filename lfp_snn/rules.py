@@ -111,8 +111,11 @@ class Epsilon(Rule):
         if need_input:  # x ⊙ (∂z/∂x)ᵀ g, multiplied in place
             rin = op.input_vjp(gm, wm, xm).to(g.dtype)
             xi = x if x_input is None else x_input
-            if xi.dtype in (torch.uint8, torch.bool):  # 0/1 spikes: zero where silent, no float copy of x
-                rin.masked_fill_(xi == 0, 0)
+            if xi.dtype == torch.uint8 and rin.shape == xi.shape:  # spikes: a block of rows at a time, so
+                r2, x2 = rin.view(rin.shape[0], -1), xi.reshape(xi.shape[0], -1)  # no float copy of all x
+                rows = max(1, (1 << 18) // max(r2.shape[1], 1))
+                for a in range(0, r2.shape[0], rows):
+                    r2[a : a + rows].mul_(x2[a : a + rows])
             else:
                 rin.mul_(xi)
         return LayerFeedback(rin, fw, fb)
