@@ -57,6 +57,61 @@ class LinearOp:
         return g.reshape(-1, g.shape[-1]).sum(0)
 
 
+class SparseSpikeLinearOp(LinearOp):
+    """A Linear layer whose input is a sparse 0/1 uint8 matrix (event data, spike trains): the input is
+    kept as index lists, the forward sums the weight columns of the inputs that spiked (``embedding_bag``)
+    and the weight feedback sums g over the rows where each input spiked. Work and memory scale with the
+    number of spikes instead of rows x inputs. Results equal the dense ones up to float summation order;
+    the forward and any recomputation use the same sums, so they agree exactly with each other."""
+
+    MAX_DENSITY = 0.1  # above this share of ones the dense GEMM is as fast
+
+    def __init__(self, module: nn.Linear, x: Tensor) -> None:
+        super().__init__(module)
+        x2 = x.reshape(-1, x.shape[-1])
+        self.shape = tuple(x2.shape)
+        idx = x2.nonzero()  # [nnz, 2], ordered by row, then input
+        self.cols = idx[:, 1].to(torch.int32)
+        self.row_offsets = _offsets(idx[:, 0], x2.shape[0])
+
+    @classmethod
+    def suits(cls, x: Tensor) -> bool:
+        """A uint8 tensor of zeros and ones with at most MAX_DENSITY ones."""
+        if x.dtype != torch.uint8 or x.numel() == 0 or x.dim() < 2:
+            return False
+        ones = int(torch.count_nonzero(x))
+        return ones <= cls.MAX_DENSITY * x.numel() and int(x.max()) <= 1
+
+    def forward(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        if tuple(x.reshape(-1, x.shape[-1]).shape) != self.shape:
+            raise ValueError(f"this op holds the indices of a {list(self.shape)} input, got {list(x.shape)}")
+        z = F.embedding_bag(self.cols, w.T.contiguous(), self.row_offsets, mode="sum")
+        if b is not None:
+            z.add_(b)
+        return z.reshape(*x.shape[:-1], w.shape[0])
+
+    def weight_vjp(self, g: Tensor, x: Tensor) -> Tensor:
+        g2 = g.reshape(-1, g.shape[-1])
+        dt = g2.dtype if g2.dtype in (torch.float32, torch.float64) else torch.float32
+        # row i of the result: Σ of g over the rows where input i spiked (the index by input is made here,
+        # used once, and not kept)
+        counts = torch.diff(self.row_offsets, append=self.row_offsets.new_tensor([len(self.cols)]))
+        rows = torch.repeat_interleave(torch.arange(self.shape[0], dtype=torch.int32), counts)
+        order = torch.argsort(self.cols, stable=True)
+        by_input, offsets = rows[order], _offsets(self.cols[order].long(), self.shape[1])
+        del rows, order
+        out = F.embedding_bag(by_input, g2.to(dt), offsets, mode="sum")
+        return out.T.contiguous().to(g.dtype)
+
+
+def _offsets(sorted_keys: Tensor, n: int) -> Tensor:
+    """Start of each of n groups in a sorted key list (int32, as embedding_bag takes with int32 indices)."""
+    counts = torch.bincount(sorted_keys, minlength=n)
+    out = torch.zeros(n, dtype=torch.int64)
+    torch.cumsum(counts[:-1], 0, out=out[1:])
+    return out.to(torch.int32)
+
+
 class ConvOp:
     """Conv1d / Conv2d with zero padding (stride, padding, dilation, groups)."""
 

@@ -29,7 +29,7 @@ from .checks import all_finite, check_finite
 from .composites import Composite, get_composite
 from .kernels import lif_feedback, lif_forward
 from .kernels.torch_scan import membrane
-from .layers import PARAMETRIC, LinearOp, affine_op
+from .layers import PARAMETRIC, LinearOp, SparseSpikeLinearOp, affine_op
 from .neurons.lif import LIF, check_lif_parameters
 from .rewards import get_reward
 from .rules import Epsilon, Rule, stabilize
@@ -221,7 +221,10 @@ def forward_trace(
     frames: list[_Frame] = []
     counts: dict[str, Tensor] = {}
     rates: dict[str, float] = {}
-    dt = inputs.dtype if inputs.is_floating_point() else torch.get_default_dtype()
+    if inputs.is_floating_point():
+        dt = inputs.dtype
+    else:  # spikes or counts as integers: compute in the parameters' dtype
+        dt = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
     for k, (name, m) in enumerate(model_leaves):
         fr = _Frame(name, m, {"constant": act.constant})
         if isinstance(m, nn.Linear) and act.value.dtype == torch.uint8 and input_noise == 0:
@@ -234,7 +237,10 @@ def forward_trace(
                     x.shape, generator=generator, dtype=x.dtype, device=x.device
                 )
                 act = _Act(x, act.constant)
-            op = affine_op(m)
+            # sparse 0/1 input (event data) to the first layer: index lists instead of dense GEMMs
+            at_input = all(isinstance(f.module, SHAPE_ONLY) for f in frames)
+            sparse = at_input and isinstance(m, nn.Linear) and x.dtype == torch.uint8
+            op = SparseSpikeLinearOp(m, x) if sparse and SparseSpikeLinearOp.suits(x) else affine_op(m)
             if cache is not None and act.constant and name in cache:
                 z = cache[name]
             else:

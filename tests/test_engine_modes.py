@@ -280,6 +280,7 @@ def _peak_tensor_mib(fn) -> float:
     return max(sum(s) for s in sizes) / 2**20
 
 
+@pytest.mark.slow  # the memory profiler takes ~10 s
 def test_time_chunks_and_compact_spikes_bound_the_memory():
     # 96 steps of a 256-wide network: unchunked, the feedback holds several [T·B, 256] float buffers; in
     # stretches of 8 steps only a few [8·B, 256] ones and the membranes at 12 boundaries
@@ -299,3 +300,62 @@ def test_time_chunks_and_compact_spikes_bound_the_memory():
     chunked = _peak_tensor_mib(lambda: lfp_snn.feedback_result(m, x, y, time_chunk=8))
     assert full > 2 * buffer  # the unchunked pass does hold [T·B, N] buffers
     assert chunked < 0.35 * full, (chunked, full)
+
+
+def _sparse_input(T=9, B=5, n=40, density=0.06, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(T, B, n, generator=g) < density).to(torch.uint8), torch.randint(
+        0, 5, (B,), generator=g
+    )
+
+
+def test_sparse_spike_input_op_matches_the_dense_sums():
+    from lfp_snn.layers import LinearOp, SparseSpikeLinearOp
+
+    torch.manual_seed(0)
+    lin = nn.Linear(40, 7).double()
+    x, _ = _sparse_input()
+    x2 = x.reshape(-1, 40)
+    x2[3] = 0  # a silent row
+    x2[:, 5] = 0  # an input that never spikes
+    assert SparseSpikeLinearOp.suits(x2)
+    op, dense = SparseSpikeLinearOp(lin, x2), LinearOp(lin)
+    w, b = lin.weight, lin.bias
+    torch.testing.assert_close(op.forward(x2, w, b), dense.forward(x2.double(), w, b), rtol=1e-12, atol=1e-12)
+    g = torch.randn(x2.shape[0], 7, dtype=torch.float64)
+    fw = op.weight_vjp(g, x2)
+    torch.testing.assert_close(fw, dense.weight_vjp(g, x2.double()), rtol=1e-12, atol=1e-12)
+    assert torch.equal(fw[:, 5], torch.zeros(7, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"holds the indices of a \[45, 40\] input, got \[44, 40\]"):
+        op.forward(x2[1:], w, b)
+
+
+def test_sparse_spike_input_is_used_only_where_it_fits():
+    from lfp_snn.layers import SparseSpikeLinearOp
+
+    x, _ = _sparse_input()
+    assert SparseSpikeLinearOp.suits(x)
+    assert not SparseSpikeLinearOp.suits(x.double())  # floats: dense
+    assert not SparseSpikeLinearOp.suits(x * 2)  # counts, not 0/1
+    assert not SparseSpikeLinearOp.suits((torch.rand(9, 5, 40) < 0.5).to(torch.uint8))  # too dense
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"recompute": True}, {"time_chunk": 4}, {"micro_batch": 2, "recompute": True}]
+)
+@pytest.mark.parametrize("rule", ["epsilon", "zplus-zminus"])
+def test_sparse_uint8_input_gives_the_feedback_of_the_float_input(kw, rule):
+    torch.manual_seed(1)
+    m = lfp_snn.SpikingSequential(
+        nn.Linear(40, 24), lfp_snn.LIF(0.9, 0.5), nn.Linear(24, 5), lfp_snn.LIF(0.9, 0.5)
+    ).double()
+    with torch.no_grad():
+        m[0].weight.mul_(4)
+    x, y = _sparse_input()
+    ref = lfp_snn.feedback_result(m, x.double(), y, "sequence", rule)
+    res = lfp_snn.feedback_result(m, x, y, "sequence", rule, **kw)
+    assert ref.spike_rate["1"] > 0.02, "the first layer must fire"
+    assert torch.equal(res.output, ref.output)
+    _close(ref.feedback, res.feedback)
+    trace = lfp_snn.forward_trace(m, x)
+    assert type(trace.frames[0].saved["op"]).__name__ == "SparseSpikeLinearOp"
