@@ -40,9 +40,9 @@ SCENARIOS = {
 }
 METHODS = (
     "lfp-torch",
-    "lfp-torch-bf16",
-    "lfp-torch-chunk",
     "lfp-native",
+    "lfp-native-bf16",
+    "lfp-native-recompute",
     "lfp-native-chunk",
     "lfp-native-chunk-bf16",
     "lfp-triton",
