@@ -212,10 +212,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     g.add_argument(
         "--backend",
-        default="torch",
-        choices=("torch", "native", "triton"),
-        help="LIF scan kernels: torch (reference), native (C loops for the CPU, compiled with the system C "
-        "compiler on first use), triton (CUDA)",
+        default="auto",
+        choices=("auto", "torch", "native", "triton"),
+        help="LIF scan kernels: auto (default: native on the CPU, triton on CUDA, torch where those cannot "
+        "run), torch (reference), native (C loops for the CPU, compiled with the system C compiler on first "
+        "use), triton (CUDA); native and triton follow the reference's arithmetic",
     )
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -290,7 +291,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
-    if a.backend != "torch":
+    if a.backend not in ("torch", "auto"):
         from .kernels import check_backend
 
         try:

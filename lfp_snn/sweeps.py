@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .kernels import BACKENDS
+from .kernels import CHOICES as BACKENDS
 
 FORMAT = "lfp-snn-sweep"
 VERSION = 1

@@ -251,7 +251,7 @@ def test_bad_arguments_raise():
 
 
 def test_unknown_backend_and_other_devices():
-    with pytest.raises(ValueError, match=r"unknown backend 'cuda'; expected one of \('torch', 'native'"):
+    with pytest.raises(ValueError, match=r"unknown backend 'cuda'; expected one of \('auto', 'torch', 'native'"):
         kernels.check_backend("cuda")
     with pytest.raises(ValueError, match="unknown backend"):
         lfp_snn.LIF(0.9, 1.0, backend="c")
@@ -359,3 +359,50 @@ def test_feedback_mlp_native_equals_torch(rule, reset, reset_delay):
     assert max(float(f.abs().max()) for f in res_ref.feedback.values()) > 0
     for name, f_ref in res_ref.feedback.items():
         assert _same(res.feedback[name], f_ref), name
+
+
+# ------------------------------------------------------------------------------------------------------
+# backend="auto"
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_auto_picks_native_on_the_cpu_for_float32_and_float64_and_torch_otherwise(monkeypatch):
+    import lfp_snn.kernels as kernels
+
+    monkeypatch.setattr(kernels, "_WORKS", {})
+    assert kernels.resolve_backend("auto", "cpu", torch.float32) == "native"
+    assert kernels.resolve_backend("auto", None, torch.float64) == "native"
+    assert kernels.resolve_backend("auto", "cpu", torch.bfloat16) == "torch"
+    assert kernels.resolve_backend("auto", "meta", torch.float32) == "torch"
+    assert kernels.resolve_backend("torch", "cpu") == "torch"  # explicit choices are kept
+    kernels.check_backend("auto", "cpu")  # always runs
+
+
+def test_auto_falls_back_to_torch_when_the_native_build_fails(monkeypatch):
+    import lfp_snn.kernels as kernels
+
+    monkeypatch.setattr(kernels, "_WORKS", {})
+
+    def broken(backend, device=None):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(kernels, "check_backend", broken)
+    assert kernels.resolve_backend("auto", "cpu", torch.float32) == "torch"
+
+
+def test_auto_gives_the_reference_results():
+    torch.manual_seed(0)
+
+    def net(backend):
+        return lfp_snn.SpikingSequential(
+            nn.Linear(12, 16), lfp_snn.LIF(0.9, 0.5, backend=backend), nn.Linear(16, 4), lfp_snn.LIF(0.9, 0.5)
+        )
+
+    m = net("auto")
+    m2 = net("torch")
+    m2.load_state_dict(m.state_dict())
+    x, y = torch.rand(7, 3, 12) * 2, torch.tensor([0, 1, 3])
+    a, b = lfp_snn.feedback_result(m, x, y, "sequence"), lfp_snn.feedback_result(m2, x, y, "sequence")
+    assert torch.equal(a.output, b.output)
+    for k in a.feedback:
+        assert torch.equal(a.feedback[k], b.feedback[k]), k

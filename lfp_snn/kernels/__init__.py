@@ -1,22 +1,48 @@
 """LIF scans with explicit backends: ``"torch"`` (the reference, any device), ``"native"`` (C loops for the
 CPU, compiled with the system C compiler on first use and called through ctypes; bit-identical to the
 reference in float32 and float64) and ``"triton"`` (CUDA kernels; on the CPU only under
-``TRITON_INTERPRET=1``). No silent fallback: a backend that cannot run raises."""
+``TRITON_INTERPRET=1``). No silent fallback: a backend that cannot run raises. ``"auto"`` asks for the
+fastest one that runs (:func:`resolve_backend`): native on the CPU, triton on CUDA, else torch."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .torch_scan import lif_feedback_scan as _torch_feedback
 from .torch_scan import lif_forward_scan as _torch_forward
 
 BACKENDS = ("torch", "native", "triton")
+CHOICES = ("auto", *BACKENDS)  # "auto": the fastest backend that runs for the device and dtype at hand
+_FAST = {"cpu": "native", "cuda": "triton"}
+_WORKS: dict[tuple[str, str], bool] = {}  # (backend, device type) -> whether check_backend passed
+
+
+def resolve_backend(backend: str, device=None, dtype: torch.dtype | None = None) -> str:
+    """The backend to run: ``backend`` itself, or for ``"auto"`` the fast one for the device (native on the
+    CPU for float32/float64, triton on CUDA) when it can run here, else the torch reference."""
+    if backend != "auto":
+        return backend
+    dev = torch.device("cpu" if device is None else device)
+    fast = _FAST.get(dev.type)
+    if fast is None or (fast == "native" and dtype not in (None, torch.float32, torch.float64)):
+        return "torch"
+    key = (fast, dev.type)
+    if key not in _WORKS:
+        try:
+            check_backend(fast, dev)
+            _WORKS[key] = True
+        except (RuntimeError, ValueError, ImportError):
+            _WORKS[key] = False
+    return fast if _WORKS[key] else "torch"
 
 
 def check_backend(backend: str, device=None) -> None:
-    """Raise a clear error when ``backend`` cannot run on ``device`` here."""
+    """Raise a clear error when ``backend`` cannot run on ``device`` here (``"auto"`` always runs)."""
+    if backend == "auto":
+        return
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        raise ValueError(f"unknown backend {backend!r}; expected one of {CHOICES}")
     if backend == "native":
         from .native_scan import check_available
 
@@ -40,6 +66,7 @@ def lif_forward(
     spike_dtype=None,
 ) -> tuple[Tensor, Tensor]:
     """(spikes, firing potential V): :func:`lfp_snn.kernels.torch_scan.lif_forward_scan` on ``backend``."""
+    backend = resolve_backend(backend, current.device, current.dtype)
     if backend == "torch":
         return _torch_forward(current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype)
     check_backend(backend, current.device)
@@ -68,6 +95,7 @@ def lif_feedback(
 ) -> Tensor:
     """g from the reward at the spikes and the forward's firing potential V:
     :func:`lfp_snn.kernels.torch_scan.lif_feedback_scan` on ``backend``."""
+    backend = resolve_backend(backend, reward.device, pot.dtype)
     if backend == "torch":
         return _torch_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out)
     check_backend(backend, reward.device)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import all_finite
-from ..kernels import BACKENDS, lif_forward
+from ..kernels import CHOICES, lif_forward
 from ..kernels.torch_scan import RESETS, membrane
 
 
@@ -117,8 +117,8 @@ class LIF(nn.Module):
     ) -> None:
         super().__init__()
         check_lif_parameters(LIFParameters(beta, threshold, reset, reset_delay))
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        if backend not in CHOICES:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {CHOICES}")
         self.register_buffer("beta", torch.as_tensor(beta, dtype=torch.float32).clone())
         self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32).clone())
         self.reset = reset
