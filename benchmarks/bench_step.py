@@ -202,7 +202,9 @@ def _norse_model(sc, T):
     return _loop_model(sc, T, lambda: LIFBoxCell(p), lambda cell: None)
 
 
-def run_one(scenario: str, method: str, repeats: int, warmup: int, device_name: str) -> dict:
+def run_one(
+    scenario: str, method: str, repeats: int, warmup: int, device_name: str, memory: bool = True
+) -> dict:
     import torch
 
     import lfp_snn
@@ -261,15 +263,10 @@ def run_one(scenario: str, method: str, repeats: int, warmup: int, device_name: 
             t0 = time.perf_counter()
             step()
             times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _cpu_tensor_peak_mb(step)
-    return {
-        "scenario": scenario,
-        "method": method,
-        "median_ms": statistics.median(times) * 1e3,
-        "min_ms": min(times) * 1e3,
-        "peak_mb": peak,
-        "repeats": repeats,
-    }
+    peak = None
+    if memory:
+        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _cpu_tensor_peak_mb(step)
+    return {"scenario": scenario, "method": method, "times_ms": [t * 1e3 for t in times], "peak_mb": peak}
 
 
 def available(method: str, device: str) -> str | None:
@@ -290,6 +287,13 @@ def available(method: str, device: str) -> str | None:
     return None
 
 
+def _skip(sc: str, m: str, device: str, skipped: list) -> bool:
+    why = available(m, device)
+    if why:
+        skipped.append((sc, m, why))
+    return bool(why)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
@@ -300,18 +304,20 @@ def main(argv=None) -> int:
         type=method_name,
         help=f"{', '.join(METHODS)}, or any lfp-<backend>[-<option>...] with options {LFP_OPTIONS}",
     )
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=3, help="runs of every method, interleaved")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads, pinned in every subprocess")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="benchmarks/results/bench_step.json")
     p.add_argument("--one", nargs=2, metavar=("SCENARIO", "METHOD"), help=argparse.SUPPRESS)
+    p.add_argument("--no-memory", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.one:
         import torch
 
         torch.set_num_threads(a.threads)
-        print(json.dumps(run_one(a.one[0], a.one[1], a.repeats, a.warmup, a.device)))
+        print(json.dumps(run_one(a.one[0], a.one[1], a.repeats, a.warmup, a.device, not a.no_memory)))
         return 0
     # glibc's allocator is left at its defaults: forcing mmap for large blocks (to make the resident set follow
     # the live tensors) turns every buffer into fresh page faults and slowed the methods with many
@@ -319,36 +325,60 @@ def main(argv=None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     rows, skipped = [], []
     load_before = os.getloadavg()
+    results: dict[tuple[str, str], dict] = {}
     for sc in a.scenarios:
-        for m in a.methods:
-            why = available(m, a.device)
-            if why:
-                skipped.append((sc, m, why))
-                continue
-            cmd = [
-                sys.executable,
-                __file__,
-                "--one",
-                sc,
-                m,
-                "--repeats",
-                str(a.repeats),
-                "--warmup",
-                str(a.warmup),
-                "--threads",
-                str(a.threads),
-                "--device",
-                a.device,
-            ]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if out.returncode != 0:
-                skipped.append((sc, m, out.stderr.strip().splitlines()[-1] if out.stderr else "failed"))
-                continue
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(
-                f"  {sc} {m}: {rows[-1]['median_ms']:.1f} ms/step, peak {rows[-1]['peak_mb']:.0f} MB",
-                flush=True,
-            )
+        methods = [m for m in a.methods if not _skip(sc, m, a.device, skipped)]
+        # rounds with the methods in rotated order: a machine whose speed drifts over minutes then biases no
+        # method; memory is measured in the first round only
+        for rnd in range(a.rounds):
+            k = rnd % max(len(methods), 1)
+            for m in methods[k:] + methods[:k]:
+                if (sc, m) in results and results[(sc, m)].get("failed"):
+                    continue
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    sc,
+                    m,
+                    "--repeats",
+                    str(a.repeats),
+                    "--warmup",
+                    str(a.warmup),
+                    "--threads",
+                    str(a.threads),
+                    "--device",
+                    a.device,
+                ]
+                if rnd > 0:
+                    cmd.append("--no-memory")
+                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if out.returncode != 0:
+                    skipped.append((sc, m, out.stderr.strip().splitlines()[-1] if out.stderr else "failed"))
+                    results[(sc, m)] = {"failed": True}
+                    continue
+                one = json.loads(out.stdout.strip().splitlines()[-1])
+                r = results.setdefault(
+                    (sc, m), {"scenario": sc, "method": m, "times_ms": [], "peak_mb": None}
+                )
+                r["times_ms"] += one["times_ms"]
+                if one["peak_mb"] is not None:
+                    r["peak_mb"] = one["peak_mb"]
+                print(
+                    f"  round {rnd + 1}/{a.rounds} {sc} {m}: "
+                    f"{statistics.median(one['times_ms']):.1f} ms/step",
+                    flush=True,
+                )
+    for key in sorted(results, key=lambda k: (a.scenarios.index(k[0]), a.methods.index(k[1]))):
+        r = results[key]
+        if r.get("failed"):
+            continue
+        r.update(
+            median_ms=statistics.median(r["times_ms"]),
+            min_ms=min(r["times_ms"]),
+            steps=len(r["times_ms"]),
+        )
+        rows.append(r)
     load_after = os.getloadavg()
     ref = {r["scenario"]: r for r in rows if r["method"] == "snntorch"}
     lines = [
@@ -374,6 +404,7 @@ def main(argv=None) -> int:
         "loadavg_before": load_before,
         "loadavg_after": load_after,
         "repeats": a.repeats,
+        "rounds": a.rounds,
         "memory": "CUDA max_memory_allocated"
         if a.device == "cuda"
         else "peak bytes of live CPU tensors during one step (torch memory profiler): parameters, optimiser state, inputs, activations, temporaries",
