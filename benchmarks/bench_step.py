@@ -1,7 +1,7 @@
 """Median time per training step (forward + feedback/backward + optimiser) and peak memory, LFP vs BPTT.
 
     .venv/bin/python benchmarks/bench_step.py                 # all scenarios, all methods available here
-    .venv/bin/python benchmarks/bench_step.py --scenarios A B --repeats 10 --threads 2
+    .venv/bin/python benchmarks/bench_step.py --scenarios A B --rounds 5 --repeats 5 --threads 2
 
 Scenarios (the issue's): A spiking MLP 784-1000-1000-10, T=25, batch 128, constant input;
 B 700-128-128-20, T=100, batch 64, Bernoulli input spikes (SHD-like; handed to every method as uint8, the
@@ -15,10 +15,13 @@ inside the time loop, fast-sigmoid surrogate slope 25, cross-entropy on spike co
 (LIFBoxCell, SuperSpike). Every method's step clears the old gradients first, then forward, backward or
 feedback, and the Adam step.
 
-Each (scenario, method) runs in its own subprocess. Peak memory is the peak of the bytes held by live tensors
-during one step after warm-up (parameters, optimiser state, inputs, activations, temporaries): on the CPU from
-torch's memory profiler (independent of the allocator's caching), on CUDA ``torch.cuda.max_memory_allocated``. CUDA times use CUDA events with synchronisation. Prints a Markdown table
-with ratios against snntorch from the same run and writes JSON next to it.
+Each (scenario, method) runs in its own subprocess, ``--rounds`` times with the methods interleaved in rotated
+order (a machine whose speed drifts then favours no method); the table gives the median and the fastest of
+all timed steps. Peak memory is the peak of the bytes held by live tensors during one step after warm-up
+(parameters, optimiser state, inputs, activations, temporaries): on the CPU from torch's memory profiler
+(independent of the allocator's caching), on CUDA ``torch.cuda.max_memory_allocated``. CUDA times use CUDA
+events with synchronisation. Prints a Markdown table with ratios against snntorch from the same run and writes
+JSON (every step's time) next to it.
 """
 
 from __future__ import annotations
