@@ -147,6 +147,16 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        lfp_only = {
+            "micro_batch": self.micro_batch,
+            "recompute": self.recompute or None,
+            "time_chunk": self.time_chunk,
+        }
+        used = [k for k, v in lfp_only.items() if v is not None]
+        if used and self.method != "lfp":
+            raise ValueError(
+                f"{', '.join(used)}: options of the LFP engine; method {self.method!r} does not use them"
+            )
         if self.time_chunk is not None and self.input_noise > 0:
             raise ValueError(
                 f"time_chunk cannot be combined with input_noise={self.input_noise} (the second forward pass "

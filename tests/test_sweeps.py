@@ -531,7 +531,10 @@ def test_ctrl_c_with_a_process_pool_keeps_finished_trials_and_ends_workers(tmp_p
     again = _start(args, tmp_path)
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0, out
-    assert f"6 trials, {len(done)} already in" in out
+    # a trial that finished as the signal arrived has its part file written; resume merges it, so at least
+    # the trials read above are in
+    m = re.search(r"6 trials, (\d+) already in", out)
+    assert m and len(done) <= int(m.group(1)) <= 6, out
     assert len(sweeps.read_results(results)) == 6
 
 

@@ -295,6 +295,11 @@ def test_bad_train_config_values():
         ({"micro_batch": 0}, r"micro_batch must be an integer >= 1 or None, got 0"),
         ({"time_chunk": -2}, r"time_chunk must be an integer >= 1 or None, got -2"),
         ({"time_chunk": 4, "input_noise": 0.1}, r"time_chunk cannot be combined with input_noise=0.1"),
+        (
+            {"method": "gradient", "time_chunk": 4},
+            r"time_chunk: options of the LFP engine; method 'gradient'",
+        ),
+        ({"method": "gradient", "recompute": True}, r"recompute: options of the LFP engine"),
     ]:
         with pytest.raises(ValueError, match=msg):
             TrainConfig(**kw).validate()
