@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ._args import check_feedback_args, check_forward_out, forward_layout, output, spike_dtype_of, step_param
 from .torch_scan import RESETS
 
 SOURCE = Path(__file__).with_name("native_scan.c")
@@ -271,32 +272,11 @@ def _check_dtype(x: Tensor, name: str) -> None:
         )
 
 
-def _param(v, step_shape: torch.Size, dtype: torch.dtype, name: str) -> tuple[Tensor, bool]:
-    """β or θ as (tensor, per_neuron): contiguous [M] in ``dtype`` (per neuron), or [1] in ``dtype``."""
-    if isinstance(v, Tensor):
-        try:
-            shape = torch.broadcast_shapes(v.shape, step_shape)
-        except RuntimeError as e:
-            raise ValueError(
-                f"{name} of shape {list(v.shape)} does not broadcast to one step's shape {list(step_shape)}"
-            ) from e
-        if shape != step_shape:
-            raise ValueError(
-                f"{name} of shape {list(v.shape)} would broadcast one step's shape {list(step_shape)} to "
-                f"{list(shape)}"
-            )
-        v = v.detach().to(device="cpu", dtype=dtype)
-        if v.numel() == 1:
-            return v.reshape(1).contiguous(), False
-        return torch.broadcast_to(v, step_shape).contiguous().reshape(-1), True
-    return torch.tensor([float(v)], dtype=dtype), False
-
-
 def _common(dtype, beta, threshold, reset, mem0, step_shape):
     if reset not in RESETS:
         raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
-    beta_t, beta_vec = _param(beta, step_shape, dtype, "beta")
-    thr_t, thr_vec = _param(threshold, step_shape, dtype, "threshold")
+    beta_t, beta_vec = step_param(beta, step_shape, dtype, "cpu", "beta")
+    thr_t, thr_vec = step_param(threshold, step_shape, dtype, "cpu", "threshold")
     if mem0 is not None:
         try:
             mem0 = torch.broadcast_to(mem0.detach().to(device="cpu", dtype=dtype), step_shape).contiguous()
@@ -339,27 +319,12 @@ def lif_forward_scan(
         spikes S [T, B, ...] (0/1) and the firing potential V [T, B, ...] in the current's dtype (``out``
         when given).
     """
-    if steps is not None:
-        if steps < 0:
-            raise ValueError(f"steps must be >= 0, got {steps}")
-        constant, T, step_shape = True, int(steps), current.shape
-    else:
-        if current.dim() < 2:
-            raise ValueError(f"expected a current of shape [T, B, ...], got {list(current.shape)}")
-        T, step_shape = current.shape[0], current.shape[1:]
-        constant = T > 1 and current.stride(0) == 0  # one step expanded over T: read it once
-        if constant:
-            current = current[0]
+    current, constant, T, step_shape = forward_layout(current, steps)
     _check_dtype(current, "the current")
-    sdt = current.dtype if spike_dtype is None else spike_dtype
-    if sdt not in _SPIKE_DTYPES:
-        raise TypeError(f"spike_dtype must be one of {_SPIKE_DTYPES}, got {spike_dtype}")
+    sdt = spike_dtype_of(current, spike_dtype, _SPIKE_DTYPES)
     dtype = current.dtype
     beta_t, beta_vec, thr_t, thr_vec, mem0 = _common(dtype, beta, threshold, reset, mem0, step_shape)
-    if out is not None and (out.shape != (T, *step_shape) or out.device != current.device):
-        raise ValueError(
-            f"out is a {list(out.shape)} tensor on {out.device}; expected {[T, *step_shape]} on {current.device}"
-        )
+    check_forward_out(out, T, step_shape, current.device)
     direct = out is not None and out.dtype == dtype and out.is_contiguous()
     pot = out if direct else torch.empty((T, *step_shape), dtype=dtype)
     byte_spikes = sdt != dtype
@@ -384,10 +349,7 @@ def lif_forward_scan(
         _run(fn, before, (int(reset == "subtract"), int(bool(reset_delay))), T, M)
     if byte_spikes and sdt != torch.uint8:
         spikes = spikes.view(sdt) if sdt in _BYTE_SPIKES else spikes.to(sdt)
-    if out is not None and not direct:
-        out.copy_(pot)
-        return spikes, out
-    return spikes, pot
+    return spikes, output(out, pot, direct)
 
 
 def lif_feedback_scan(
@@ -413,16 +375,7 @@ def lif_feedback_scan(
         g [T, B, ...] in ``pot``'s dtype (``out`` when given).
     """
     _check_dtype(pot, "the firing potential")
-    if pot.dim() < 2:
-        raise ValueError(f"expected a firing potential of shape [T, B, ...], got {list(pot.shape)}")
-    if reward.shape != pot.shape:
-        raise ValueError(f"the reward has shape {list(reward.shape)}; expected {list(pot.shape)}")
-    if out is not None and out.shape != pot.shape:
-        raise ValueError(f"out has shape {list(out.shape)}; expected {list(pot.shape)}")
-    if reward.device != pot.device or (out is not None and out.device != pot.device):
-        raise ValueError(
-            f"reward, firing potential and out must be on one device, the potential is on {pot.device}"
-        )
+    check_feedback_args(reward, pot, out)
     dtype = pot.dtype
     T, step_shape = pot.shape[0], pot.shape[1:]
     beta_t, beta_vec, thr_t, thr_vec, mem0 = _common(dtype, beta, threshold, reset, mem0, step_shape)
@@ -447,7 +400,4 @@ def lif_feedback_scan(
             g.data_ptr(),
         )
         _run(fn, before, (int(reset == "subtract"), int(bool(reset_delay))), T, M)
-    if out is not None and not direct:
-        out.copy_(g)
-        return out
-    return g
+    return output(out, g, direct)

@@ -49,6 +49,7 @@ import os
 import torch
 from torch import Tensor
 
+from ._args import check_feedback_args, check_forward_out, forward_layout, output, spike_dtype_of, step_param
 from .torch_scan import RESETS
 
 try:  # optional: check_available() explains what is missing
@@ -329,23 +330,8 @@ def _check_dtype(x: Tensor, name: str) -> None:
 
 def _param(v, step_shape, dtype, cdt, device, name: str) -> tuple[Tensor, bool]:
     """β or θ as (tensor, per_neuron): [M] in ``dtype`` (per neuron), or [1] in ``cdt`` (rounded to ``dtype``)."""
-    if isinstance(v, Tensor):
-        try:
-            shape = torch.broadcast_shapes(v.shape, step_shape)
-        except RuntimeError as e:
-            raise ValueError(
-                f"{name} of shape {list(v.shape)} does not broadcast to one step's shape {list(step_shape)}"
-            ) from e
-        if shape != step_shape:
-            raise ValueError(
-                f"{name} of shape {list(v.shape)} would broadcast one step's shape {list(step_shape)} to "
-                f"{list(shape)}"
-            )
-        v = v.to(device=device, dtype=dtype)
-        if v.numel() == 1:
-            return v.reshape(1).to(cdt), False
-        return torch.broadcast_to(v, step_shape).contiguous().reshape(-1), True
-    return torch.tensor([float(v)], dtype=dtype, device=device).to(cdt), False
+    t, per_neuron = step_param(v, step_shape, dtype, device, name)
+    return (t, True) if per_neuron else (t.to(cdt), False)
 
 
 def _common(dtype, device, beta, threshold, reset, mem0, step_shape):
@@ -402,30 +388,14 @@ def lif_forward_scan(
         spikes S [T, B, ...] (0/1) and the firing potential V [T, B, ...] (U_t with a delayed reset, the
         pre-reset Ũ_t with an immediate one), V in the current's dtype (``out`` when given).
     """
-    if steps is not None:
-        if steps < 0:
-            raise ValueError(f"steps must be >= 0, got {steps}")
-        constant, T, step_shape = True, int(steps), current.shape
-    else:
-        if current.dim() < 2:
-            raise ValueError(f"expected a current of shape [T, B, ...], got {list(current.shape)}")
-        T, step_shape = current.shape[0], current.shape[1:]
-        constant = T > 1 and current.stride(0) == 0  # one step expanded over T: read it once
-        if constant:
-            current = current[0]
+    current, constant, T, step_shape = forward_layout(current, steps)
     _check_dtype(current, "the current")
     check_available(current.device)
-    sdt = current.dtype if spike_dtype is None else spike_dtype
-    if sdt not in _SPIKE_DTYPES:
-        raise TypeError(f"spike_dtype must be one of {_SPIKE_DTYPES}, got {spike_dtype}")
+    sdt = spike_dtype_of(current, spike_dtype, _SPIKE_DTYPES)
     dtype, device = current.dtype, current.device
     beta_t, thr_t, mem0, _, consts = _common(dtype, device, beta, threshold, reset, mem0, step_shape)
     spikes = torch.empty((T, *step_shape), dtype=sdt, device=device)
-    if out is not None:
-        if out.shape != (T, *step_shape) or out.device != device:
-            raise ValueError(
-                f"out is a {list(out.shape)} tensor on {out.device}; expected {[T, *step_shape]} on {device}"
-            )
+    check_forward_out(out, T, step_shape, device)
     direct = out is not None and out.dtype == dtype and out.is_contiguous()
     pot = out if direct else torch.empty((T, *step_shape), dtype=dtype, device=device)
     M = step_shape.numel()
@@ -452,10 +422,7 @@ def lif_forward_scan(
             enable_fp_fusion=False,
             **consts,
         )
-    if out is not None and not direct:
-        out.copy_(pot)
-        return spikes, out
-    return spikes, pot
+    return spikes, output(out, pot, direct)
 
 
 def lif_feedback_scan(
@@ -488,18 +455,9 @@ def lif_feedback_scan(
         g [T, B, ...] in ``pot``'s dtype (``out`` when given).
     """
     _check_dtype(pot, "the firing potential")
-    if pot.dim() < 2:
-        raise ValueError(f"expected a firing potential of shape [T, B, ...], got {list(pot.shape)}")
-    if reward.shape != pot.shape:
-        raise ValueError(f"the reward has shape {list(reward.shape)}; expected {list(pot.shape)}")
-    if out is not None and out.shape != pot.shape:
-        raise ValueError(f"out has shape {list(out.shape)}; expected {list(pot.shape)}")
+    check_feedback_args(reward, pot, out)
     dtype, device = pot.dtype, pot.device
     check_available(device)
-    if reward.device != device or (out is not None and out.device != device):
-        raise ValueError(
-            f"reward, firing potential and out must be on one device, the potential is on {device}"
-        )
     T, step_shape = pot.shape[0], pot.shape[1:]
     beta_t, thr_t, mem0, cdt, consts = _common(dtype, device, beta, threshold, reset, mem0, step_shape)
     reward = reward.to(dtype).contiguous()
@@ -530,7 +488,4 @@ def lif_feedback_scan(
                 enable_fp_fusion=False,
                 **consts,
             )
-    if out is not None and not direct:
-        out.copy_(g)
-        return out
-    return g
+    return output(out, g, direct)
