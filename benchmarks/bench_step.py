@@ -315,10 +315,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results/bench_step.json")
     p.add_argument("--one", nargs=2, metavar=("SCENARIO", "METHOD"), help=argparse.SUPPRESS)
     p.add_argument("--no-memory", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--allocator",
+        default="retain",
+        choices=("retain", "default"),
+        help="for every method: keep freed memory for reuse (lfp-snn's default) or glibc's own behaviour",
+    )
     a = p.parse_args(argv)
     if a.one:
         import torch
 
+        if a.allocator == "retain":
+            from lfp_snn.allocator import retain_freed_memory
+
+            retain_freed_memory()
         torch.set_num_threads(a.threads)
         print(json.dumps(run_one(a.one[0], a.one[1], a.repeats, a.warmup, a.device, not a.no_memory)))
         return 0
@@ -353,6 +363,7 @@ def main(argv=None) -> int:
                     "--device",
                     a.device,
                 ]
+                cmd += ["--allocator", a.allocator]
                 if rnd > 0:
                     cmd.append("--no-memory")
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -408,13 +419,14 @@ def main(argv=None) -> int:
         "loadavg_after": load_after,
         "repeats": a.repeats,
         "rounds": a.rounds,
+        "allocator": a.allocator,
         "memory": "CUDA max_memory_allocated"
         if a.device == "cuda"
         else "peak bytes of live CPU tensors during one step (torch memory profiler): parameters, optimiser state, inputs, activations, temporaries",
     }
     print(table)
     print(
-        f"\nthreads={a.threads}, device={a.device}, load average before {load_before[0]:.2f} / after "
+        f"\nthreads={a.threads}, device={a.device}, allocator={a.allocator}, load average before {load_before[0]:.2f} / after "
         f"{load_after[0]:.2f}; memory: {meta['memory']}"
     )
     for sc, m, why in skipped:

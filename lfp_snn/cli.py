@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from .allocator import retain_freed_memory
 from .data import load_dataset
 from .models import ARCHS, ModelConfig, is_spiking_arch
 from .training import METHODS, TrainConfig, Trainer
@@ -219,6 +220,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "use), triton (CUDA); native and triton follow the reference's arithmetic",
     )
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument(
+        "--allocator",
+        default="retain",
+        choices=("retain", "default"),
+        help="retain (default): keep freed memory for the next step's buffers instead of faulting it in again "
+        "(glibc; resident memory stays at the peak); default: the C library's own behaviour",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -359,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; bad input is one line on stderr and exit code 2."""
     args = parser.parse_args(argv)
+    if getattr(args, "allocator", None) == "retain":
+        retain_freed_memory()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

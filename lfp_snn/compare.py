@@ -198,12 +198,9 @@ def _rss_bytes() -> int | None:
 
 
 def _malloc_trim() -> None:
-    try:
-        import ctypes
+    from .allocator import trim
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim()
 
 
 class PeakMemory:
