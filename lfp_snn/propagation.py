@@ -240,7 +240,15 @@ def forward_trace(
             # sparse 0/1 input (event data) to the first layer: index lists instead of dense GEMMs
             at_input = all(isinstance(f.module, SHAPE_ONLY) for f in frames)
             sparse = at_input and isinstance(m, nn.Linear) and x.dtype == torch.uint8
-            op = SparseSpikeLinearOp(m, x) if sparse and SparseSpikeLinearOp.suits(x) else affine_op(m)
+            key = (name, start)  # stretches: the index made on the first pass serves the second
+            if sparse and cache is not None and key in cache:
+                op = cache.pop(key) if keep else cache[key]
+            elif sparse and SparseSpikeLinearOp.suits(x):
+                op = SparseSpikeLinearOp(m, x)
+                if cache is not None and not keep:
+                    cache[key] = op
+            else:
+                op = affine_op(m)
             if cache is not None and act.constant and name in cache:
                 z = cache[name]
             else:
