@@ -237,18 +237,8 @@ def forward_trace(
                     x.shape, generator=generator, dtype=x.dtype, device=x.device
                 )
                 act = _Act(x, act.constant)
-            # sparse 0/1 input (event data) to the first layer: index lists instead of dense GEMMs
             at_input = all(isinstance(f.module, SHAPE_ONLY) for f in frames)
-            sparse = at_input and isinstance(m, nn.Linear) and x.dtype == torch.uint8
-            key = (name, start)  # stretches: the index made on the first pass serves the second
-            if sparse and cache is not None and key in cache:
-                op = cache.pop(key) if keep else cache[key]
-            elif sparse and SparseSpikeLinearOp.suits(x):
-                op = SparseSpikeLinearOp(m, x)
-                if cache is not None and not keep:
-                    cache[key] = op
-            else:
-                op = affine_op(m)
+            op = _layer_op(m, name, x, at_input, cache, start, keep)
             if cache is not None and act.constant and name in cache:
                 z = cache[name]
             else:
@@ -288,8 +278,8 @@ def forward_trace(
                 if keep and k + 1 < len(model_leaves) and type(model_leaves[k + 1][1]) is nn.Linear
                 else None,
             )
-            if state is not None:  # U after the last step (a copy: the potential may be written over)
-                state[name] = membrane(pot[-1:], spikes[-1:].to(dt), thr, m.reset, m.reset_delay)[0].clone()
+            if state is not None:
+                state[name] = _last_membrane(m, pot, spikes, thr)
             if keep:
                 fr.saved.update(beta=beta, thr=thr, mem0=mem0)
                 if act.constant:  # a [B, ...] current is cheaper to keep than the [T, B, ...] potential
@@ -356,8 +346,30 @@ def _advance(m: LIF, current: Tensor, beta: Tensor, thr: Tensor, steps: int, pie
         s, v = lif_forward(
             current, beta, thr, m.reset, m.reset_delay, mem, n, m.backend, spike_dtype=torch.uint8
         )
-        mem = membrane(v[-1:], s[-1:].to(v.dtype), thr, m.reset, m.reset_delay)[0].clone()
+        mem = _last_membrane(m, v, s, thr)
     return mem
+
+
+def _last_membrane(m: LIF, pot: Tensor, spikes: Tensor, thr: Tensor) -> Tensor:
+    """U after the last step of a scan (a copy: the potential may be written over later)."""
+    return membrane(pot[-1:], spikes[-1:].to(pot.dtype), thr, m.reset, m.reset_delay)[0].clone()
+
+
+def _layer_op(m: nn.Module, name: str, x: Tensor, at_input: bool, cache: dict | None, start: int, keep: bool):
+    """The affine op of parametric layer ``m``. A sparse 0/1 uint8 input to the first layer (event data)
+    gets :class:`SparseSpikeLinearOp` (index lists instead of dense GEMMs); over stretches of time the
+    index a stretch's first pass made (``keep=False``) is reused, then released, by its second."""
+    if not (at_input and isinstance(m, nn.Linear) and x.dtype == torch.uint8):
+        return affine_op(m)
+    key = (name, start)
+    if cache is not None and key in cache:
+        return cache.pop(key) if keep else cache[key]
+    if not SparseSpikeLinearOp.suits(x):
+        return affine_op(m)
+    op = SparseSpikeLinearOp(m, x)
+    if cache is not None and not keep:
+        cache[key] = op
+    return op
 
 
 def run(model: nn.Module, inputs: Tensor, steps: int | None = None) -> Tensor:
@@ -746,11 +758,7 @@ def _feedback_once(
         composite=composite,
         recompute=recompute,
     )
-    r = get_reward(("sequence" if trace.steps is not None else "sigmoid") if reward == "auto" else reward)(
-        trace.output, labels
-    )
-    if not isinstance(r, Tensor):
-        raise TypeError(f"the reward callable must return a tensor, got {type(r).__name__}")
+    r = _reward(reward, trace.steps is not None, trace.output, labels)
     fb, rin = propagate(
         trace,
         r,
@@ -831,9 +839,7 @@ def _feedback_chunked(
     del state
     output = torch.cat(outputs)
     del outputs
-    r = get_reward("sequence" if reward == "auto" else reward)(output, labels)
-    if not isinstance(r, Tensor):
-        raise TypeError(f"the reward callable must return a tensor, got {type(r).__name__}")
+    r = _reward(reward, True, output, labels)
     if r.shape != output.shape:
         raise ValueError(f"the reward must have the outputs' shape {list(output.shape)}, got {list(r.shape)}")
     # pass 2: from the last stretch to the first, forward again and take the feedback
@@ -877,6 +883,14 @@ def _feedback_chunked(
         rin = rins[0] if constant else torch.cat(rins[::-1])
     check_finite_feedback(fb)
     return FeedbackResult(fb, output, r, rin, counts, rates)
+
+
+def _reward(reward, spiking: bool, output: Tensor, labels: Tensor) -> Tensor:
+    """The reward tensor for ``output``; ``"auto"``: the sequence reward for SNNs, the sigmoid one for ANNs."""
+    r = get_reward(("sequence" if spiking else "sigmoid") if reward == "auto" else reward)(output, labels)
+    if not isinstance(r, Tensor):
+        raise TypeError(f"the reward callable must return a tensor, got {type(r).__name__}")
+    return r
 
 
 def check_finite_feedback(fb: dict[str, Tensor]) -> None:
