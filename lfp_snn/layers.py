@@ -15,11 +15,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def row_slices(rows: int, per_row: int, elements: int = 1 << 18):
+    """Slices over ``rows`` rows of ``per_row`` entries, ~``elements`` entries a slice: for working through
+    a big tensor a block at a time, so that conversions and temporaries stay small."""
+    step = max(1, elements // max(per_row, 1))
+    for a in range(0, rows, step):
+        yield slice(a, a + step)
+
+
 def _row_blocks(x2: Tensor, elements: int = 1 << 18):
     """(start, block) over the rows of a 2-D tensor, ~``elements`` entries a block."""
-    rows = max(1, elements // max(x2.shape[1], 1))
-    for a in range(0, x2.shape[0], rows):
-        yield a, x2[a : a + rows]
+    for sl in row_slices(x2.shape[0], x2.shape[1], elements):
+        yield sl.start, x2[sl]
 
 
 class LinearOp:

@@ -29,7 +29,7 @@ from .checks import all_finite, check_finite
 from .composites import Composite, get_composite
 from .kernels import lif_feedback, lif_forward
 from .kernels.torch_scan import membrane
-from .layers import PARAMETRIC, LinearOp, SparseSpikeLinearOp, affine_op
+from .layers import PARAMETRIC, LinearOp, SparseSpikeLinearOp, affine_op, row_slices
 from .neurons.lif import LIF, check_lif_parameters
 from .rewards import get_reward
 from .rules import Epsilon, Rule, stabilize
@@ -330,10 +330,10 @@ def forward_trace(
 def _spike_counts(spikes: Tensor) -> Tensor:
     """Spikes per neuron, summed over time and batch; a few steps at a time, since summing uint8 spikes
     makes torch convert its input to int64 first (8x the spikes' memory at once otherwise)."""
-    per = max(1, (1 << 18) // max(spikes[0].numel(), 1))
-    total = spikes[:per].sum(dim=(0, 1))
-    for t0 in range(per, spikes.shape[0], per):
-        total += spikes[t0 : t0 + per].sum(dim=(0, 1))
+    parts = (spikes[sl].sum(dim=(0, 1)) for sl in row_slices(spikes.shape[0], spikes[0].numel()))
+    total = next(parts)
+    for p in parts:
+        total += p
     return total
 
 

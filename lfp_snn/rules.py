@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .layers import row_slices
+
 
 def stabilize(z: Tensor, eps: float) -> Tensor:
     """z + ε (sign(z) + [z = 0]): moves z away from zero by ε, keeping its sign (zero goes to +ε)."""
@@ -113,9 +115,8 @@ class Epsilon(Rule):
             xi = x if x_input is None else x_input
             if xi.dtype == torch.uint8 and rin.shape == xi.shape:  # spikes: a block of rows at a time, so
                 r2, x2 = rin.view(rin.shape[0], -1), xi.reshape(xi.shape[0], -1)  # no float copy of all x
-                rows = max(1, (1 << 18) // max(r2.shape[1], 1))
-                for a in range(0, r2.shape[0], rows):
-                    r2[a : a + rows].mul_(x2[a : a + rows])
+                for sl in row_slices(*r2.shape):
+                    r2[sl].mul_(x2[sl])
             else:
                 rin.mul_(xi)
         return LayerFeedback(rin, fw, fb)
@@ -124,9 +125,8 @@ class Epsilon(Rule):
 def _mul_abs_(t: Tensor, w: Tensor) -> Tensor:
     """t ⊙= |w| in place, a block of rows at a time (no temporary the size of w)."""
     t2, w2 = t.view(t.shape[0], -1), w.reshape(w.shape[0], -1)
-    rows = max(1, (1 << 16) // max(t2.shape[1], 1))
-    for a in range(0, t2.shape[0], rows):
-        t2[a : a + rows].mul_(w2[a : a + rows].abs())
+    for sl in row_slices(*t2.shape, elements=1 << 16):
+        t2[sl].mul_(w2[sl].abs())
     return t
 
 
