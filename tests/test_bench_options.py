@@ -17,7 +17,9 @@ _spec.loader.exec_module(bench)
 
 def test_lfp_method_names_map_to_engine_options():
     o = bench.lfp_options("lfp-native-chunk-bf16", T=100)
-    assert o == dict(backend="native", matmul_dtype="bfloat16", micro_batch=None, recompute=False, time_chunk=10)
+    assert o == dict(
+        backend="native", matmul_dtype="bfloat16", micro_batch=None, recompute=False, time_chunk=10
+    )
     assert bench.lfp_options("lfp-torch-chunk", T=25)["time_chunk"] == 5
     o = bench.lfp_options("lfp-triton-mb32-recompute-chunk7", T=25)
     assert (o["backend"], o["micro_batch"], o["recompute"], o["time_chunk"]) == ("triton", 32, True, 7)

@@ -251,7 +251,9 @@ def test_bad_arguments_raise():
 
 
 def test_unknown_backend_and_other_devices():
-    with pytest.raises(ValueError, match=r"unknown backend 'cuda'; expected one of \('auto', 'torch', 'native'"):
+    with pytest.raises(
+        ValueError, match=r"unknown backend 'cuda'; expected one of \('auto', 'torch', 'native'"
+    ):
         kernels.check_backend("cuda")
     with pytest.raises(ValueError, match="unknown backend"):
         lfp_snn.LIF(0.9, 1.0, backend="c")
