@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     from triton.compiler import ASTSource
     from lfp_snn.kernels import triton_scan as ts
 
-    fwd, fb, rnd = ts._kernels()
+    fwd, fb, rnd, load = ts._kernels()
     DT = {"fp32": ("*fp32", tl.float32, 0), "fp64": ("*fp64", tl.float64, 0), "bf16": ("*bf16", tl.float32, 2),
           "fp16": ("*fp16", tl.float32, 1)}
 
@@ -41,7 +41,8 @@ SCRIPT = textwrap.dedent(
     for case in json.loads(sys.argv[1]):
         ptr, cdt, rounding = DT[case["dtype"]]
         common = dict(BETA_VEC=case["vec"], THR_VEC=not case["vec"], HAS_MEM0=case["mem0"],
-                      SUBTRACT=case["subtract"], DELAY=case["delay"], ROUND=rounding, RND=rnd, CDT=cdt, BLOCK=256)
+                      SUBTRACT=case["subtract"], DELAY=case["delay"], ROUND=rounding, RND=rnd, LOAD=load,
+                      CDT=cdt, BLOCK=256)
         if case["kernel"] == "forward":
             spk = "*u8" if case["byte_spikes"] else ptr
             k = build(fwd, ts._lif_forward_kernel,

@@ -131,6 +131,34 @@ def _round(x, ROUND: tl.constexpr):
     return y
 
 
+def _load_neuron_params(
+    beta_ptr,
+    thr_ptr,
+    mem0_ptr,
+    offs,
+    mask,
+    BETA_VEC: tl.constexpr,
+    THR_VEC: tl.constexpr,
+    HAS_MEM0: tl.constexpr,
+    CDT: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """(β, θ, U_0) of a block of neurons, per neuron or one value for all, in the compute dtype."""
+    if BETA_VEC:
+        beta = tl.load(beta_ptr + offs, mask=mask, other=0.0).to(CDT)
+    else:
+        beta = tl.load(beta_ptr).to(CDT)
+    if THR_VEC:
+        thr = tl.load(thr_ptr + offs, mask=mask, other=1.0).to(CDT)
+    else:
+        thr = tl.load(thr_ptr).to(CDT)
+    if HAS_MEM0:
+        u0 = tl.load(mem0_ptr + offs, mask=mask, other=0.0).to(CDT)
+    else:
+        u0 = tl.zeros([BLOCK], dtype=CDT)
+    return beta, thr, u0
+
+
 def _lif_forward_kernel(
     cur_ptr,  # I: [T, M], or [M] when CONSTANT
     beta_ptr,  # β: [M] when BETA_VEC, else [1]
@@ -149,6 +177,7 @@ def _lif_forward_kernel(
     SPK_FLOAT: tl.constexpr,  # spikes stored as a floating dtype
     ROUND: tl.constexpr,  # rounding after each operation: 0 none, 1 float16, 2 bfloat16
     RND: tl.constexpr,  # _round, jitted for this mode
+    LOAD: tl.constexpr,  # _load_neuron_params, jitted for this mode
     CDT: tl.constexpr,  # compute dtype: float64 for float64 data, else float32
     BLOCK: tl.constexpr,
 ):
@@ -157,18 +186,7 @@ def _lif_forward_kernel(
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
-    if BETA_VEC:
-        beta = tl.load(beta_ptr + offs, mask=mask, other=0.0).to(CDT)
-    else:
-        beta = tl.load(beta_ptr).to(CDT)
-    if THR_VEC:
-        thr = tl.load(thr_ptr + offs, mask=mask, other=1.0).to(CDT)
-    else:
-        thr = tl.load(thr_ptr).to(CDT)
-    if HAS_MEM0:
-        u = tl.load(mem0_ptr + offs, mask=mask, other=0.0).to(CDT)
-    else:
-        u = tl.zeros([BLOCK], dtype=CDT)
+    beta, thr, u = LOAD(beta_ptr, thr_ptr, mem0_ptr, offs, mask, BETA_VEC, THR_VEC, HAS_MEM0, CDT, BLOCK)
     if CONSTANT:
         i_const = tl.load(cur_ptr + offs, mask=mask, other=0.0).to(CDT)
     cur_p = cur_ptr + offs
@@ -227,6 +245,7 @@ def _lif_feedback_kernel(
     WIDE: tl.constexpr,  # float64 data
     ROUND: tl.constexpr,  # rounding after each operation: 0 none, 1 float16, 2 bfloat16
     RND: tl.constexpr,  # _round, jitted for this mode
+    LOAD: tl.constexpr,  # _load_neuron_params, jitted for this mode
     CDT: tl.constexpr,  # compute dtype: float64 when WIDE, else float32
     BLOCK: tl.constexpr,
 ):
@@ -235,18 +254,7 @@ def _lif_feedback_kernel(
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
-    if BETA_VEC:
-        beta = tl.load(beta_ptr + offs, mask=mask, other=0.0).to(CDT)
-    else:
-        beta = tl.load(beta_ptr).to(CDT)
-    if THR_VEC:
-        thr = tl.load(thr_ptr + offs, mask=mask, other=1.0).to(CDT)
-    else:
-        thr = tl.load(thr_ptr).to(CDT)
-    if HAS_MEM0:
-        v0 = tl.load(mem0_ptr + offs, mask=mask, other=0.0).to(CDT)
-    else:
-        v0 = tl.zeros([BLOCK], dtype=CDT)
+    beta, thr, v0 = LOAD(beta_ptr, thr_ptr, mem0_ptr, offs, mask, BETA_VEC, THR_VEC, HAS_MEM0, CDT, BLOCK)
     eps = tl.load(eps_ptr).to(CDT)
     rew_p = rew_ptr + LAST + offs
     g_p = g_ptr + LAST + offs
@@ -293,13 +301,15 @@ _KERNELS: dict[bool, tuple] = {}
 
 
 def _kernels():
-    """(forward kernel, feedback kernel, rounding helper), jitted for the current mode, built on first use."""
+    """(forward kernel, feedback kernel, rounding helper, parameter loader), jitted for the current mode, built
+    on first use."""
     mode = _interpret()
     if mode not in _KERNELS:
         _KERNELS[mode] = (
             triton.jit(_lif_forward_kernel),
             triton.jit(_lif_feedback_kernel),
             triton.jit(_round),
+            triton.jit(_load_neuron_params),
         )
     return _KERNELS[mode]
 
@@ -402,7 +412,7 @@ def lif_forward_scan(
     if T == 0 or M == 0:
         return spikes, out if out is not None else pot
     BLOCK, num_warps = _launch_config(M, device, block)
-    fwd, _, rnd = _kernels()
+    fwd, _, rnd, load = _kernels()
     with _device_guard(device):
         fwd[(triton.cdiv(M, BLOCK),)](
             current.contiguous(),
@@ -417,6 +427,7 @@ def lif_forward_scan(
             DELAY=bool(reset_delay),
             SPK_FLOAT=sdt.is_floating_point,
             RND=rnd,
+            LOAD=load,
             BLOCK=BLOCK,
             num_warps=num_warps,
             enable_fp_fusion=False,
@@ -467,7 +478,7 @@ def lif_feedback_scan(
     M = step_shape.numel()
     if T > 0 and M > 0:
         BLOCK, num_warps = _launch_config(M, device, block)
-        _, fb, rnd = _kernels()
+        _, fb, rnd, load = _kernels()
         with _device_guard(device):
             fb[(triton.cdiv(M, BLOCK),)](
                 reward,
@@ -483,6 +494,7 @@ def lif_feedback_scan(
                 DELAY=bool(reset_delay),
                 WIDE=cdt == torch.float64,
                 RND=rnd,
+                LOAD=load,
                 BLOCK=BLOCK,
                 num_warps=num_warps,
                 enable_fp_fusion=False,
