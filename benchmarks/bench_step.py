@@ -89,26 +89,6 @@ def method_name(text: str) -> str:
     return text
 
 
-def _cpu_tensor_peak_mb(step) -> float:
-    """Peak of the bytes held by live CPU tensors during one step (parameters, optimiser state, inputs,
-    activations and temporaries), from torch's memory profiler: independent of the allocator's caching."""
-    import tempfile
-    import warnings
-
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(
-        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
-    ) as prof:
-        step()
-    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = os.path.join(d, "timeline.raw.json")
-        prof.export_memory_timeline(path, device="cpu")
-        _, sizes = json.load(open(path))
-    return max(sum(s) for s in sizes) / 2**20
-
-
 def _data(sc, device, torch):
     g = torch.Generator().manual_seed(0)
     shape = (sc["sizes"][0],) if sc["arch"] == "mlp" else sc["shape"]
@@ -211,6 +191,7 @@ def run_one(
     import torch
 
     import lfp_snn
+    from lfp_snn.compare import tensor_peak_mib
 
     device = torch.device(device_name)
     sc = SCENARIOS[scenario]
@@ -268,7 +249,7 @@ def run_one(
             times.append(time.perf_counter() - t0)
     peak = None
     if memory:
-        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _cpu_tensor_peak_mb(step)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else tensor_peak_mib(step)
     return {"scenario": scenario, "method": method, "times_ms": [t * 1e3 for t in times], "peak_mb": peak}
 
 

@@ -203,6 +203,28 @@ def _malloc_trim() -> None:
     trim()
 
 
+def tensor_peak_mib(fn) -> float:
+    """Peak of the bytes held by live CPU tensors while ``fn()`` runs (parameters, optimiser state, inputs,
+    activations and temporaries), in MiB, from torch's memory profiler: independent of the allocator's
+    caching, unlike the resident set that :class:`PeakMemory` samples."""
+    import tempfile
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(
+        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
+    ) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = os.path.join(d, "timeline.json")
+        prof.export_memory_timeline(path, device="cpu")
+        with open(path) as f:
+            _, sizes = json.load(f)
+    return max(sum(s) for s in sizes) / 2**20
+
+
 class PeakMemory:
     """Context manager: the peak memory a block adds, in bytes (``.peak``), and how it was measured
     (``.kind``). CUDA: ``torch.cuda.max_memory_allocated`` above the allocation at entry. CPU on Linux: peak

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import lfp_snn
+from lfp_snn.compare import tensor_peak_mib
 from lfp_snn.encoders import constant_encode, rate_encode
 
 
@@ -259,27 +260,6 @@ def test_time_chunk_rejects_ann_and_active_dropout():
     _close(lfp_snn.feedback(snn, x, y), lfp_snn.feedback_result(snn, x, y, time_chunk=2).feedback, rtol=1e-5)
 
 
-def _peak_tensor_mib(fn) -> float:
-    """Peak bytes of live CPU tensors while ``fn`` runs (torch's memory profiler; allocator caching aside)."""
-    import json
-    import os
-    import tempfile
-    import warnings
-
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(
-        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
-    ) as p:
-        fn()
-    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = os.path.join(d, "timeline.json")
-        p.export_memory_timeline(path, device="cpu")
-        _, sizes = json.load(open(path))
-    return max(sum(s) for s in sizes) / 2**20
-
-
 @pytest.mark.slow  # the memory profiler takes ~10 s
 def test_time_chunks_and_compact_spikes_bound_the_memory():
     # 96 steps of a 256-wide network: unchunked, the feedback holds several [T·B, 256] float buffers; in
@@ -296,8 +276,8 @@ def test_time_chunks_and_compact_spikes_bound_the_memory():
     x = (torch.rand(96, 16, 64) < 0.2).to(torch.uint8)  # spikes as uint8: never copied to float as a whole
     y = torch.randint(0, 10, (16,))
     buffer = 96 * 16 * 256 * 4 / 2**20  # one [T·B, 256] float buffer, MiB
-    full = _peak_tensor_mib(lambda: lfp_snn.feedback_result(m, x, y))
-    chunked = _peak_tensor_mib(lambda: lfp_snn.feedback_result(m, x, y, time_chunk=8))
+    full = tensor_peak_mib(lambda: lfp_snn.feedback_result(m, x, y))
+    chunked = tensor_peak_mib(lambda: lfp_snn.feedback_result(m, x, y, time_chunk=8))
     assert full > 2 * buffer  # the unchunked pass does hold [T·B, N] buffers
     assert chunked < 0.35 * full, (chunked, full)
 
