@@ -18,22 +18,25 @@ CHILD = textwrap.dedent(
         assert retain_freed_memory()
     for _ in range(2):  # warm up: the first big buffers fault in either way
         torch.ones(64 << 18)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):  # 64 MiB made and freed five times, as a training step's buffers are
+    faults = []
+    for _ in range(7):  # 64 MiB made and freed, as a training step's buffers are
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         torch.ones(64 << 18)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(sorted(faults)[len(faults) // 2])  # the median: one page-out by the system does not decide it
     """
 )
 
 
 def _faults(mode: str) -> int:
+    """Median page faults of making a freed 64 MiB buffer again."""
     out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True)
     return int(out.stdout.split()[-1])
 
 
 @pytest.mark.skipif(_libc() is None, reason="needs glibc's mallopt")
 def test_retained_memory_is_reused_without_page_faults():
-    pages = 5 * (64 << 20) // 4096  # what faulting every page in again would cost
+    pages = (64 << 20) // 4096  # what faulting every page of the buffer in again would cost
     assert _faults("default") > pages // 2  # glibc unmaps big blocks: they fault in again
     assert _faults("retain") < pages // 20
 
