@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from lfp_snn.data import load_digits
+from lfp_snn.engine import run
 from lfp_snn.export import export_fpga, export_nir, import_nir, simulate_bundle
 from lfp_snn.models import ModelConfig
-from lfp_snn.propagation import run
 from lfp_snn.training import TrainConfig, Trainer
 
 torch.set_num_threads(1)

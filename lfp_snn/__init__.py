@@ -5,11 +5,8 @@ fb = lfp_snn.feedback(model, inputs, labels, reward="sigmoid", rule="epsilon")  
 """
 
 from .composites import Composite, get_composite, presets, register
-from .network import SpikingSequential
-from .neurons import LIF, LIFParameters, LIFState, lif_scan
-from .propagation import (
+from .engine import (
     FeedbackResult,
-    Heaviside,
     feedback,
     feedback_result,
     forward_trace,
@@ -18,6 +15,8 @@ from .propagation import (
     supported_layers,
     write_gradients,
 )
+from .network import SpikingSequential
+from .neurons import LIF, Heaviside, LIFParameters, LIFState, lif_scan
 from .rewards import SequenceReward, correct_class_reward, sequence_reward, sigmoid_reward, softmax_reward
 from .rules import AlphaBeta, Epsilon, Rule, ZPlusZMinus, stabilize
 

@@ -42,9 +42,9 @@ import torch
 from torch import Tensor, nn
 
 from .composites import presets
+from .engine import forward_trace, run
 from .layers import PARAMETRIC
 from .models import ModelConfig, is_spiking_arch
-from .propagation import forward_trace, run
 from .training import METHODS, TrainConfig, Trainer, predictions
 
 PRUNE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95)

@@ -170,7 +170,7 @@ class DistributedTrainer(Trainer):
         whole batch on every rank, so random encoders draw the same numbers as a single process)."""
         if self.world_size == 1:
             return super().evaluate(data, batch_size)
-        from .propagation import run
+        from .engine import run
 
         self.model.eval()
         temporal = getattr(data, "temporal", False)

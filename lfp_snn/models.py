@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from .network import SpikingSequential
-from .neurons import LIF
-from .propagation import Heaviside
+from .neurons import LIF, Heaviside
 
 ARCHS = ("spiking-mlp", "spiking-lenet", "spiking-small", "mlp", "lenet")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .propagation import run
+from .engine import run
 
 
 class SpikingSequential(nn.Sequential):

@@ -30,18 +30,11 @@ from .composites import Composite, get_composite
 from .kernels import lif_feedback, lif_forward
 from .kernels.torch_scan import membrane
 from .layers import PARAMETRIC, LinearOp, SparseSpikeLinearOp, affine_op, row_slices
+from .neurons.activations import Heaviside
 from .neurons.lif import LIF, check_lif_parameters
 from .rewards import get_reward
 from .rules import Epsilon, Rule, stabilize
 from .small_beta import MembraneShare, as_membrane_share
-
-
-class Heaviside(nn.Module):
-    """H(x) = 1 if x > 0 else 0, as an activation module (LFP passes the reward through unchanged)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x > 0).to(x.dtype)
-
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.ELU, nn.Identity, Heaviside)
 SHAPE_ONLY = (nn.Flatten, nn.Unflatten)

@@ -22,11 +22,11 @@ from torch import Tensor, nn
 from .checkpoint import save_checkpoint
 from .composites import get_composite
 from .encoders import get_encoder
+from .engine import feedback_result, run, write_gradients
 from .homeostasis import MODES as HOMEOSTASIS_MODES
 from .homeostasis import Homeostasis
 from .models import ModelConfig, build_model, is_spiking_arch
 from .neurons import LIF
-from .propagation import feedback_result, run, write_gradients
 from .rewards import get_reward
 from .small_beta import ACTIVITIES, MembraneShare
 

@@ -13,8 +13,8 @@ import lfp_snn
 from lfp_snn import baselines
 from lfp_snn.data import load_dataset
 from lfp_snn.encoders import constant_encode, rate_encode
+from lfp_snn.engine import forward_trace
 from lfp_snn.models import ModelConfig, build_model
-from lfp_snn.propagation import forward_trace
 from lfp_snn.training import METHODS, TrainConfig, Trainer
 
 snn = pytest.importorskip("snntorch")

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..engine import ELEMENTWISE, SHAPE_ONLY, leaves
 from ..layers import PARAMETRIC
 from ..neurons import LIF
-from ..propagation import ELEMENTWISE, SHAPE_ONLY, leaves
 
 if TYPE_CHECKING:
     from ..training import StepOutput, Trainer

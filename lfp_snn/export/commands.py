@@ -10,7 +10,7 @@ import warnings
 def _nir(a: argparse.Namespace) -> int:
     import torch
 
-    from ..propagation import run
+    from ..engine import run
     from .nir_export import export_nir, import_nir, load_model
 
     with warnings.catch_warnings(record=True) as caught:

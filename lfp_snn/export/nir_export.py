@@ -51,9 +51,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..engine import leaves
 from ..network import SpikingSequential
 from ..neurons.lif import LIF
-from ..propagation import leaves
 
 FORMAT = 1
 MAXPOOL_MODES = ("error", "spiking")
