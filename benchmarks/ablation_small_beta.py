@@ -10,7 +10,7 @@ the last training epoch, the Trainer's ``silent/<layer>``). Variants:
 - ``LFP-ε``: the reference rule;
 - ``noise``: Gaussian noise on the inputs of every parametric layer while training, decayed to zero by a
   cosine schedule (``input_noise``, ``noise_schedule``);
-- ``membrane``: the membrane-aware ε rule (``membrane_share`` λ; :mod:`lfp_snn.small_beta`);
+- ``membrane``: the membrane-aware ε rule (``membrane_share`` λ; :mod:`lfp_snn.rules.membrane_share`);
 - ``homeostasis``: per-neuron threshold homeostasis (``homeostasis`` η; :mod:`lfp_snn.homeostasis`);
 - ``membrane+homeostasis``: both;
 - ``BPTT``: snntorch BPTT with the fast-sigmoid surrogate (``method="bptt-snntorch"``).

@@ -4,13 +4,15 @@ import lfp_snn
 fb = lfp_snn.feedback(model, inputs, labels, reward="sigmoid", rule="epsilon")   # {param name: feedback}
 """
 
-from .composites import Composite, get_composite, presets, register
 from .engine import (
+    FeedbackPlan,
     FeedbackResult,
+    Handler,
     feedback,
     feedback_result,
     forward_trace,
     propagate,
+    register_handler,
     run,
     supported_layers,
     write_gradients,
@@ -18,7 +20,17 @@ from .engine import (
 from .network import SpikingSequential
 from .neurons import LIF, Heaviside, LIFParameters, LIFState, lif_scan
 from .rewards import SequenceReward, correct_class_reward, sequence_reward, sigmoid_reward, softmax_reward
-from .rules import AlphaBeta, Epsilon, Rule, ZPlusZMinus, stabilize
+from .rules import (
+    AlphaBeta,
+    Composite,
+    Epsilon,
+    Rule,
+    ZPlusZMinus,
+    get_composite,
+    presets,
+    register,
+    stabilize,
+)
 
 __version__ = "0.1.0"
 
@@ -27,7 +39,9 @@ __all__ = [
     "AlphaBeta",
     "Composite",
     "Epsilon",
+    "FeedbackPlan",
     "FeedbackResult",
+    "Handler",
     "Heaviside",
     "LIFParameters",
     "LIFState",
@@ -44,6 +58,7 @@ __all__ = [
     "presets",
     "propagate",
     "register",
+    "register_handler",
     "run",
     "sequence_reward",
     "sigmoid_reward",

@@ -41,10 +41,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .composites import presets
 from .engine import forward_trace, run
-from .layers import PARAMETRIC
 from .models import ModelConfig, is_spiking_arch
+from .ops import PARAMETRIC
+from .rules import presets
 from .training import METHODS, TrainConfig, Trainer, predictions
 
 PRUNE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95)

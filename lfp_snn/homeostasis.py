@@ -1,7 +1,7 @@
 """Homeostatic adaptation: a local, gradient-free rule that wakes up neurons that stay silent.
 
 Why. LFP gives a hidden neuron feedback only through its spikes (R_in = S ⊙ (g W)): one that never fires
-never learns (:mod:`lfp_snn.small_beta`). Intrinsic plasticity, as found in cortex and in on-chip learning
+never learns (:mod:`lfp_snn.rules.membrane_share`). Intrinsic plasticity, as found in cortex and in on-chip learning
 rules, keeps every neuron's firing rate near a target by adjusting its excitability from its own activity
 alone — no reward, no gradient, no information from other neurons, so it runs next to LFP (or any other
 training) on a neuromorphic chip.
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .layers import PARAMETRIC
 from .neurons import LIF
+from .ops import PARAMETRIC
 
 MODES = ("threshold", "bias")
 

@@ -12,8 +12,9 @@ import torch
 from torch import Tensor
 
 
-def check_labels(labels: Tensor, batch: int, classes: int) -> None:
-    """Raise ValueError unless ``labels`` are ``batch`` integer class indices in [0, classes)."""
+def check_labels(labels: Tensor, batch: int, classes: int | None) -> None:
+    """Raise ValueError unless ``labels`` are ``batch`` integer class indices in [0, classes) (any
+    non-negative index when ``classes`` is None)."""
     if (
         labels.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
         or labels.dtype == torch.bool
@@ -21,6 +22,8 @@ def check_labels(labels: Tensor, batch: int, classes: int) -> None:
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
     if labels.shape != (batch,):
         raise ValueError(f"expected labels of shape [{batch}], got {list(labels.shape)}")
+    if classes is None:
+        return
     if batch and (labels.min() < 0 or labels.max() >= classes):
         raise ValueError(
             f"labels must lie in [0, {classes - 1}] for {classes} outputs, got min {int(labels.min())} "

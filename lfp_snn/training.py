@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import save_checkpoint
-from .composites import get_composite
 from .encoders import get_encoder
 from .engine import feedback_result, run, write_gradients
 from .homeostasis import MODES as HOMEOSTASIS_MODES
@@ -28,7 +27,7 @@ from .homeostasis import Homeostasis
 from .models import ModelConfig, build_model, is_spiking_arch
 from .neurons import LIF
 from .rewards import get_reward
-from .small_beta import ACTIVITIES, MembraneShare
+from .rules import ACTIVITIES, MembraneShare, get_composite
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "onecycle")
@@ -59,7 +58,7 @@ class TrainConfig:
     clip_value: float = 1.0  # max global norm (norm) or the ratio λ (agc)
     input_noise: float = 0.0  # std of Gaussian noise on the inputs of parametric layers while training
     noise_schedule: str = "constant"  # constant | linear | cosine: input_noise's scale over the epochs
-    # LFP-ε, membrane-aware (lfp_snn.small_beta): silent steps near the threshold share the reward; 0 = off
+    # LFP-ε, membrane-aware (lfp_snn.rules.membrane_share): silent steps near the threshold share the reward; 0 = off
     membrane_share: float = 0.0  # λ: share in the reward passed down, R_in = (S + λ a) ⊙ (g W)
     membrane_share_weight: float = 0.0  # λ_W: share in the weight feedback, F_W = |W| ⊙ (gᵀ (S + λ_W a))
     membrane_activity: str = "power"  # a = (1 - S) clamp(V/θ, 0, 1)^k (power) or (1 - S) σ((V - θ)/(τθ))

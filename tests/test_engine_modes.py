@@ -12,6 +12,7 @@ from torch import nn
 import lfp_snn
 from lfp_snn.compare import tensor_peak_mib
 from lfp_snn.encoders import constant_encode, rate_encode
+from lfp_snn.ops import Dense, LinearOp, SparseRows, Spikes
 
 
 @pytest.fixture(autouse=True)
@@ -145,8 +146,8 @@ def test_spikes_are_kept_as_uint8_between_forward_and_feedback():
     m = _snn(False)
     x, _ = _inputs(False, constant=False)
     trace = lfp_snn.forward_trace(m, x)
-    kept = [f.saved["x"] for f in trace.frames if "x" in f.saved and f.name != "1"]
-    assert kept and all(t.dtype == torch.uint8 for t in kept)
+    kept = [trace.record(name).x for name in ("3", "5")]  # the Linear layers that read LIF spikes
+    assert all(isinstance(v, Spikes) and v.t.dtype == torch.uint8 for v in kept)
 
 
 def test_cli_passes_engine_options_to_the_trainer():
@@ -215,15 +216,15 @@ def test_time_chunks_carry_the_membrane_share_across_boundaries(monkeypatch):
     y = torch.tensor([0, 1, 2, 0, 1])
     ref = lfp_snn.feedback(m, x, y)
     _close(ref, lfp_snn.feedback_result(m, x, y, time_chunk=3).feedback)
-    engine = importlib.import_module("lfp_snn.propagation")
-    real = engine.propagate
-    monkeypatch.setattr(engine, "propagate", lambda *a, carry=None, **k: real(*a, carry={}, **k))
+    schedules = importlib.import_module("lfp_snn.engine.schedules")
+    real = schedules.propagate
+    monkeypatch.setattr(schedules, "propagate", lambda *a, carry=None, **k: real(*a, carry={}, **k))
     broken = lfp_snn.feedback_result(m, x, y, time_chunk=3).feedback
     assert (broken["0.weight"] - ref["0.weight"]).abs().max() > 1e-3 * ref["0.weight"].abs().max()
 
 
 def test_time_chunk_with_membrane_share():
-    from lfp_snn.small_beta import MembraneShare
+    from lfp_snn.rules import MembraneShare
 
     m = _snn(False)
     x, y = _inputs(False, constant=True)
@@ -254,7 +255,7 @@ def test_time_chunk_rejects_ann_and_active_dropout():
         lfp_snn.feedback_result(ann, torch.rand(2, 4), torch.tensor([0, 1]), time_chunk=2)
     snn = lfp_snn.SpikingSequential(nn.Linear(4, 3), nn.Dropout(0.2), lfp_snn.LIF())
     x, y = torch.rand(5, 2, 4), torch.tensor([0, 1])
-    with pytest.raises(ValueError, match=r"active dropout \(layer '1', p=0.2\)"):
+    with pytest.raises(ValueError, match=r"active dropout \(layer '1' \(Dropout\), p=0.2\)"):
         lfp_snn.feedback_result(snn, x, y, time_chunk=2)
     snn.eval()
     _close(lfp_snn.feedback(snn, x, y), lfp_snn.feedback_result(snn, x, y, time_chunk=2).feedback, rtol=1e-5)
@@ -289,42 +290,47 @@ def _sparse_input(T=9, B=5, n=40, density=0.06, seed=2):
     )
 
 
-def test_sparse_spike_input_op_matches_the_dense_sums():
-    from lfp_snn.layers import LinearOp, SparseSpikeLinearOp
-
+@pytest.mark.parametrize("counts", [False, True])
+def test_sparse_rows_ops_match_the_dense_sums(counts):
     torch.manual_seed(0)
     lin = nn.Linear(40, 7).double()
     x, _ = _sparse_input()
     x2 = x.reshape(-1, 40)
+    if counts:  # event counts, not only 0/1: the entries' values weight the sums
+        x2 = x2 * torch.randint(1, 4, x2.shape, dtype=torch.uint8)
     x2[3] = 0  # a silent row
     x2[:, 5] = 0  # an input that never spikes
-    assert SparseSpikeLinearOp.suits(x2)
-    op, dense = SparseSpikeLinearOp(lin, x2), LinearOp(lin)
+    assert SparseRows.suits(x2)
+    sp, dense, op = SparseRows(x2), Dense(x2.double()), LinearOp(lin)
+    assert (sp.weights is None) == (not counts)
     w, b = lin.weight, lin.bias
-    torch.testing.assert_close(op.forward(x2, w, b), dense.forward(x2.double(), w, b), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(op.forward(sp, w, b), op.forward(dense, w, b), rtol=1e-12, atol=1e-12)
     g = torch.randn(x2.shape[0], 7, dtype=torch.float64)
-    fw = op.weight_vjp(g, x2)
-    torch.testing.assert_close(fw, dense.weight_vjp(g, x2.double()), rtol=1e-12, atol=1e-12)
+    fw = op.weight_vjp(g, sp)
+    torch.testing.assert_close(fw, op.weight_vjp(g, dense), rtol=1e-12, atol=1e-12)
     assert torch.equal(fw[:, 5], torch.zeros(7, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"holds the indices of a \[45, 40\] input, got \[44, 40\]"):
-        op.forward(x2[1:], w, b)
+    r = torch.randn(x2.shape, dtype=torch.float64)
+    assert torch.equal(sp.multiply_(r.clone()), r * x2.double())
+    assert sp.negative().is_zero and sp.positive() is sp  # x⁻ of a non-negative input: zero, as αβ needs
 
 
-def test_sparse_spike_input_is_used_only_where_it_fits():
-    from lfp_snn.layers import SparseSpikeLinearOp
-
+def test_sparse_rows_are_used_only_where_they_fit():
     x, _ = _sparse_input()
-    assert SparseSpikeLinearOp.suits(x)
-    assert not SparseSpikeLinearOp.suits(x.double())  # floats: dense
-    assert not SparseSpikeLinearOp.suits(x * 2)  # counts, not 0/1
-    assert not SparseSpikeLinearOp.suits((torch.rand(9, 5, 40) < 0.5).to(torch.uint8))  # too dense
+    x2 = x.reshape(-1, 40)
+    assert SparseRows.suits(x2)
+    assert SparseRows.suits(x2 * 2)  # counts are fine: their values weight the sums
+    assert not SparseRows.suits(x2.double())  # floats: dense
+    assert not SparseRows.suits((torch.rand(45, 40) < 0.5).to(torch.uint8))  # too dense
+    with pytest.raises(TypeError, match="uint8"):
+        SparseRows(x2.float())
 
 
 @pytest.mark.parametrize(
     "kw", [{}, {"recompute": True}, {"time_chunk": 4}, {"micro_batch": 2, "recompute": True}]
 )
-@pytest.mark.parametrize("rule", ["epsilon", "zplus-zminus"])
-def test_sparse_uint8_input_gives_the_feedback_of_the_float_input(kw, rule):
+@pytest.mark.parametrize("rule", ["epsilon", "zplus-zminus", "alpha2-beta1", "epsilon-alpha2-beta1"])
+@pytest.mark.parametrize("counts", [False, True])
+def test_sparse_uint8_input_gives_the_feedback_of_the_float_input(kw, rule, counts):
     torch.manual_seed(1)
     m = lfp_snn.SpikingSequential(
         nn.Linear(40, 24), lfp_snn.LIF(0.9, 0.5), nn.Linear(24, 5), lfp_snn.LIF(0.9, 0.5)
@@ -332,10 +338,15 @@ def test_sparse_uint8_input_gives_the_feedback_of_the_float_input(kw, rule):
     with torch.no_grad():
         m[0].weight.mul_(4)
     x, y = _sparse_input()
-    ref = lfp_snn.feedback_result(m, x.double(), y, "sequence", rule)
-    res = lfp_snn.feedback_result(m, x, y, "sequence", rule, **kw)
+    if counts:
+        x = x * torch.randint(1, 4, x.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    ref = lfp_snn.feedback_result(m, x.double(), y, "sequence", rule, input_reward=True)
+    res = lfp_snn.feedback_result(m, x, y, "sequence", rule, input_reward=True, **kw)
     assert ref.spike_rate["1"] > 0.02, "the first layer must fire"
     assert torch.equal(res.output, ref.output)
     _close(ref.feedback, res.feedback)
+    torch.testing.assert_close(res.input_reward, ref.input_reward, rtol=1e-10, atol=1e-12)
     trace = lfp_snn.forward_trace(m, x)
-    assert type(trace.frames[0].saved["op"]).__name__ == "SparseSpikeLinearOp"
+    assert isinstance(trace.record("0").x, SparseRows)
+    off = lfp_snn.forward_trace(m, x, plan=lfp_snn.FeedbackPlan(sparse_input="off"))
+    assert isinstance(off.record("0").x, Spikes)

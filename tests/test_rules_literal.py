@@ -555,14 +555,13 @@ def test_dropout_train_mode_applies_mask_and_scale(rule_name):
     x = _layer_input((3, 6), 12, False)
     R = torch.randn(3, 3, dtype=DT, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(123)
-    trace = lfp_snn.forward_trace(model, x)
-    saved = trace.frames[2].saved
-    mask, scale = saved["mask"], saved["scale"]
+    plan = lfp_snn.FeedbackPlan(RULES[rule_name][0], eps=EPS, input_reward=True)
+    trace = lfp_snn.forward_trace(model, x, plan=plan)
+    saved = trace.record("2")
+    mask, scale = saved.mask, saved.scale
     assert scale == pytest.approx(2.0)
     assert 0 < int(mask.sum()) < mask.numel(), "the mask should drop some units and keep others"
-    fb, rin = lfp_snn.propagate(
-        trace, R, lfp_snn.get_composite(RULES[rule_name][0]), EPS, need_input_reward=True
-    )
+    fb, rin = lfp_snn.propagate(trace, R)
 
     rules = {"0": RULES[rule_name][1], "3": RULES[rule_name][1]}
     out, _, fb_lit, rin_lit = literal_network(model, x, lambda o: R, rules, EPS, masks={"2": (mask, scale)})

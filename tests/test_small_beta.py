@@ -1,5 +1,5 @@
 """Options that keep silent neurons learning (docs/small_beta.md): the membrane-aware ε rule
-(lfp_snn.small_beta), homeostasis (lfp_snn.homeostasis) and the input-noise schedule.
+(lfp_snn.rules.membrane_share), homeostasis (lfp_snn.homeostasis) and the input-noise schedule.
 
 Every option is off by default and then leaves the reference rule untouched bit for bit; switched on, it
 changes the feedback only by the term its equations add. The membrane-aware rule is checked against a literal,
@@ -20,7 +20,7 @@ from lfp_snn.cli import build_parser, configs_from_args, main
 from lfp_snn.data import load_dataset
 from lfp_snn.homeostasis import Homeostasis
 from lfp_snn.models import ModelConfig
-from lfp_snn.small_beta import MembraneShare, as_membrane_share, near_firing
+from lfp_snn.rules.membrane_share import MembraneShare, as_membrane_share, near_firing
 from lfp_snn.training import TrainConfig, Trainer, _noise_schedule
 
 DT = torch.float64
@@ -218,7 +218,7 @@ def test_membrane_share_needs_a_lif_right_below_and_the_epsilon_rule():
         nn.Conv2d(1, 2, 3, padding=1), LIF(0.5), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3), LIF(0.5)
     )
     x = torch.rand(2, 1, 4, 4)
-    with pytest.raises(ValueError, match="MaxPool2d.*not directly from a LIF"):
+    with pytest.raises(ValueError, match="MaxPool2d.*not a LIF layer directly"):
         feedback_result(net, x, torch.tensor([0, 1]), steps=3, membrane_share=0.3)
     mlp = SpikingSequential(nn.Flatten(), nn.Linear(16, 4), LIF(0.5), nn.Linear(4, 3), LIF(0.5))
     with pytest.raises(ValueError, match="variant of the ε rule"):

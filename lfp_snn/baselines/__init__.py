@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine import ELEMENTWISE, SHAPE_ONLY, leaves
-from ..layers import PARAMETRIC
 from ..neurons import LIF
+from ..ops import PARAMETRIC
 
 if TYPE_CHECKING:
     from ..training import StepOutput, Trainer

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .rules import AlphaBeta, Epsilon, Rule, ZPlusZMinus
+from .alpha_beta import AlphaBeta
+from .base import Rule
+from .epsilon import Epsilon
+from .zplus_zminus import ZPlusZMinus
 
 CONV = (nn.Conv1d, nn.Conv2d)
 

@@ -1,7 +1,7 @@
 """Membrane-aware LFP-ε: a share of the reward for neurons that came close to firing but did not.
 
 Why. In the reference rule the reward handed to a layer's input is multiplied by that input, and for a
-spiking layer the input is the spikes S of the LIF layer below (DESIGN.md section 1):
+spiking layer the input is the spikes S of the LIF layer below (docs/engine.md):
 
     R_in = S ⊙ (g W),        F_W = |W| ⊙ (gᵀ S)
 

@@ -1,0 +1,216 @@
+"""LIF layers: the membrane scan forward, the reference's time-unrolled ε rule back (docs/engine.md).
+
+Forward (one scan over t for all T·B rows' neurons; kernels in :mod:`lfp_snn.kernels`):
+reset_t = H(U_{t-1} - θ); U_t = β U_{t-1} + I_t - θ reset_t; S_t = H(U_t - θ) (and the other reset modes).
+The layer keeps its firing potential V (the value compared with θ): the reverse scan recovers everything else
+from it. Over a Linear/Conv output read by nothing else, V overwrites the current's buffer, and with
+``storage="recompute"`` nothing is kept: the current is made again from the layer below's kept input.
+
+Reverse, t = T..1: R_t = (reward at S_t) + C_{t+1}; D_t = |P_t| + |Ũ_t - P_t|; g_t = R_t / (D_t + ε);
+C_t = β P_t g_t. The layer below gets g itself (:class:`Normalized`) when it is a Linear/Conv layer read only
+here, else the current's share of the membrane as a reward, R^I_t = I_t ⊙ g_t.
+
+Over stretches of time (``time_chunk``) the layer starts from the membrane the previous stretch left
+(``ctx.state``) and hands the membrane's share C_{t0} back across the boundary (``ctx.carry``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ...kernels import lif_feedback, lif_forward
+from ...kernels.torch_scan import membrane
+from ...neurons.lif import LIF, check_lif_parameters
+from ...ops import row_slices
+from ..activations import Act, Normalized, Reward
+from .base import Back, Handler
+
+
+@dataclass(frozen=True)
+class LIFSetup:
+    g_below: bool  # the input is a Linear/Conv output read only here: hand it g
+    recompute: bool  # keep no potential: make the current again from the layer below in the feedback
+    uint8_spikes: bool  # every reader converts uint8 spikes itself (Linear layers)
+    backend: str
+    eps: float
+
+
+@dataclass
+class LIFRecord:
+    beta: Tensor
+    threshold: Tensor
+    mem0: Tensor | None  # the membrane this stretch started from (None: U_0 = 0)
+    potential: Tensor | None  # V [T, B, ...]
+    current: Tensor | None  # I: [B, ...] when constant (V is recomputed from it), else [T, B, ...] or None
+    constant: bool  # the current is the same at every step
+
+
+class LIFHandler(Handler):
+    temporal = True
+    emits_normalized = True
+
+    def names(self) -> list[str]:
+        return ["LIF"]
+
+    def setup(self, node, env) -> LIFSetup:
+        m: LIF = node.module
+        check_lif_parameters(m.parameters_)
+        below = env.fused_below.get(node.index)
+        users = [env.graph.nodes[u] for u in node.users]
+        return LIFSetup(
+            g_below=below is not None,
+            recompute=env.plan.storage == "recompute" and below is not None,
+            uint8_spikes=bool(users) and all(type(u.target) is torch.nn.Linear for u in users),
+            backend=env.backend_for(m),
+            eps=env.eps,
+        )
+
+    def forward(self, node, inputs, ctx):
+        (a,) = inputs
+        m: LIF = node.module
+        s: LIFSetup = ctx.setup(node)
+        T, dt = ctx.steps, ctx.dtype
+        x = a.float(dt)
+        current = x if a.constant else x.reshape(T, -1, *x.shape[1:])
+        beta, thr = m.beta.to(dt), m.threshold.to(dt)
+        mem0 = None
+        if ctx.state is not None:
+            mem0 = ctx.state.get(node.name)
+            if mem0 is None and ctx.start > 0 and a.constant:
+                mem0 = _advance(m, s.backend, current, beta, thr, ctx.start, T)
+        # the potential may overwrite the current when nothing else holds it (a fresh GEMM output)
+        in_place = ctx.keep and not a.constant and s.g_below and not ctx.keeps_output(node.inputs[0])
+        spikes, pot = lif_forward(
+            current,
+            beta,
+            thr,
+            m.reset,
+            m.reset_delay,
+            mem0,
+            T if a.constant else None,
+            s.backend,
+            out=current if in_place else None,
+            spike_dtype=torch.uint8 if ctx.keep and s.uint8_spikes else None,
+        )
+        if ctx.state is not None:
+            ctx.state[node.name] = _last_membrane(m, pot, spikes, thr)
+        rec = None
+        if ctx.keep:
+            keep_pot = not a.constant and not s.recompute
+            rec = LIFRecord(
+                beta,
+                thr,
+                mem0,
+                pot if keep_pot else None,
+                current if (a.constant or not s.g_below) else None,
+                a.constant,
+            )
+        del pot, current, x
+        ctx.count_spikes(node.name, spikes)
+        return Act(spikes.reshape(-1, *spikes.shape[2:]), False, True), rec
+
+    def potential(self, node, rec: LIFRecord, ctx) -> Tensor:
+        """The firing potential V [T, B, ...]: kept, or recomputed from what was kept (and then kept)."""
+        if rec.potential is not None:
+            return rec.potential
+        m: LIF = node.module
+        s: LIFSetup = ctx.setup(node)
+        T = ctx.steps
+        if rec.constant:  # constant current: run the forward scan again from the [B, ...] current
+            cur, steps, out = rec.current, T, None
+        else:  # recompute mode: the current from the layer below's kept input, then the scan
+            cur, fresh = ctx.recompute_output(node.inputs[0])
+            cur = cur.reshape(T, -1, *cur.shape[1:])
+            steps, out = None, cur if fresh else None
+        rec.potential = lif_forward(
+            cur,
+            rec.beta,
+            rec.threshold,
+            m.reset,
+            m.reset_delay,
+            rec.mem0,
+            steps,
+            s.backend,
+            out=out,
+            spike_dtype=torch.uint8,
+        )[1]
+        return rec.potential
+
+    def reverse(self, node, rec: LIFRecord, msg, ctx) -> Back:
+        m: LIF = node.module
+        s: LIFSetup = ctx.setup(node)
+        T = ctx.steps
+        pot = self.potential(node, rec, ctx)
+        rec.potential = None
+        r = msg.value
+        if msg.summed:
+            rt, owned = r.unsqueeze(0).expand(T, *r.shape).contiguous(), True
+        else:
+            rt, owned = r.reshape(T, -1, *r.shape[1:]).contiguous(), msg.owned
+        if ctx.carry is not None and node.name in ctx.carry:  # C from the later stretch joins the last step
+            if not owned:
+                rt, owned = rt.clone(), True
+            rt[-1].add_(ctx.carry.pop(node.name))
+        g = lif_feedback(
+            rt,
+            pot,
+            rec.beta,
+            rec.threshold,
+            m.reset,
+            m.reset_delay,
+            rec.mem0,
+            s.eps,
+            out=rt if owned else None,
+            backend=s.backend,
+        )
+        del pot, rt
+        if ctx.carry is not None and rec.mem0 is not None:  # C_1 = β P_1 g_1, handed to the earlier stretch
+            ctx.carry[node.name] = _previous_membrane(rec.mem0, rec.threshold, m).mul_(rec.beta).mul_(g[0])
+        if not ctx.wants(node, 0):
+            return Back((None,))
+        if s.g_below:
+            return Back((Normalized(g.reshape(-1, *g.shape[2:])),))
+        cur = rec.current  # no Linear/Conv below: the current's share goes on as an ordinary reward
+        r_in = g.mul_(cur if cur.dim() == g.dim() else cur.unsqueeze(0))
+        return Back((Reward(r_in.reshape(-1, *g.shape[2:]), False, True),))
+
+
+def spike_counts(spikes: Tensor) -> Tensor:
+    """Spikes per neuron, summed over time and batch; a few steps at a time, since summing uint8 spikes
+    makes torch convert its input to int64 first (8x the spikes' memory at once otherwise)."""
+    parts = (spikes[sl].sum(dim=(0, 1)) for sl in row_slices(spikes.shape[0], spikes[0].numel()))
+    total = next(parts)
+    for p in parts:
+        total += p
+    return total
+
+
+def _advance(
+    m: LIF, backend: str, current: Tensor, beta: Tensor, thr: Tensor, steps: int, piece: int
+) -> Tensor:
+    """The membrane U of LIF ``m`` after ``steps`` steps of the constant [B, ...] ``current`` from U_0 = 0,
+    scanned ``piece`` steps at a time (so no [steps, B, ...] buffer)."""
+    mem = None
+    for t0 in range(0, steps, piece):
+        n = min(piece, steps - t0)
+        s, v = lif_forward(
+            current, beta, thr, m.reset, m.reset_delay, mem, n, backend, spike_dtype=torch.uint8
+        )
+        mem = _last_membrane(m, v, s, thr)
+    return mem
+
+
+def _last_membrane(m: LIF, pot: Tensor, spikes: Tensor, thr: Tensor) -> Tensor:
+    """U after the last step of a scan (a copy: the potential may be written over later)."""
+    return membrane(pot[-1:], spikes[-1:].to(pot.dtype), thr, m.reset, m.reset_delay)[0].clone()
+
+
+def _previous_membrane(mem0: Tensor, thr: Tensor, m: LIF) -> Tensor:
+    """P of a stretch's first step from the membrane U it starts from, as the feedback scan forms it: U, or
+    U (1 - H(U - θ)) for a delayed reset to zero (a new tensor)."""
+    if m.reset == "zero" and m.reset_delay:
+        return mem0.addcmul(mem0, torch.gt(mem0, thr).to(mem0.dtype), value=-1)
+    return mem0.clone()
