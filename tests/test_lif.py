@@ -281,3 +281,17 @@ def test_state_dict_with_per_neuron_threshold_loads_into_a_scalar_lif():
     assert torch.equal(dst.threshold, torch.tensor([0.5, 1.0, 1.5]))
     x = torch.full((3, 1, 3), 0.6)
     assert torch.equal(dst(x), src(x))
+
+
+@pytest.mark.parametrize("bad", [torch.full((5, 2, 3), 0.9), torch.full((4,), 0.9), torch.full((2, 3), 0.9)])
+def test_beta_with_a_time_or_batch_axis_or_the_wrong_length_is_named(bad):
+    """β/θ are per neuron: [T, B, N], [wrong N] or [B, N] tensors are errors naming the layer (not beta[0])."""
+    m = lfp_snn.SpikingSequential(torch.nn.Linear(4, 3), lfp_snn.LIF(beta=bad))
+    with pytest.raises(
+        ValueError, match=rf"layer '1' \(LIF\): beta has shape {list(bad.shape)}".replace("[", r"\[")
+    ):
+        lfp_snn.run(m, torch.rand(5, 2, 4))
+    with pytest.raises(ValueError, match=r"beta has shape"):
+        lfp_snn.lif_scan(torch.rand(5, 2, 3), lfp_snn.LIFParameters(bad, 1.0))
+    good = lfp_snn.SpikingSequential(torch.nn.Linear(4, 3), lfp_snn.LIF(beta=torch.full((3,), 0.9)))
+    assert lfp_snn.run(good, torch.rand(5, 2, 4)).shape == (5, 2, 3)

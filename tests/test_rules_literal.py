@@ -1,4 +1,4 @@
-"""A slow, literal second opinion for the LFP rules (DESIGN.md section 1, Eq. 2-13; oracle/README.md).
+"""A slow, literal second opinion for the LFP rules (the paper's Eq. 2-13, as docs/engine.md states them).
 
 Every parametric layer is unrolled into its connections i -> j (input index, output index, weight index):
 Linear by its definition, Conv1d/Conv2d by walking every output position and kernel tap (stride, padding,

@@ -1,4 +1,4 @@
-"""A literal, step-by-step SNN: the second opinion for the multi-step engine (DESIGN.md sections 1-2).
+"""A literal, step-by-step SNN: the second opinion for the multi-step engine (docs/engine.md, "LIF layers").
 
 Forward: for t = 1..T, for every layer in order: Linear/Conv on this step's input, then the LIF update of
 that layer in the documented dynamics (lfp_snn/neurons/lif.py docstring). Backward: for t = T..1 and, within

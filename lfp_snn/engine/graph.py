@@ -126,7 +126,7 @@ class _Tracer(torch.fx.Tracer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stack: list[str] = []
+        self.failed_in: str | None = None  # the innermost module whose forward raised
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if isinstance(m, nn.Sequential) or module_handler(m) is not None:
@@ -134,11 +134,12 @@ class _Tracer(torch.fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):
-        self.stack.append(self.path_of_module(m))
         try:
             return super().call_module(m, forward, args, kwargs)
-        finally:
-            self.stack.pop()
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = self.path_of_module(m)
+            raise
 
 
 class _Builder:
@@ -172,9 +173,10 @@ class _Builder:
         try:
             fx_graph = tracer.trace(m)
         except Exception as e:  # torch.fx raises many types: name where it happened and why
-            where = ".".join(p for p in (path, *tracer.stack[-1:]) if p) or "<model>"
+            inner = m.get_submodule(tracer.failed_in) if tracer.failed_in else m
+            where = _join(path, tracer.failed_in) if tracer.failed_in else path or "<model>"
             raise GraphError(
-                f"torch.fx cannot trace module {where!r} ({type(m).__name__}): {type(e).__name__}: {e}. "
+                f"torch.fx cannot trace module {where!r} ({type(inner).__name__}): {type(e).__name__}: {e}. "
                 "Make its forward traceable (no Python control flow on tensor values), or register a handler "
                 "for it with lfp_snn.register_handler (docs/handlers.md)"
             ) from e

@@ -6,6 +6,8 @@ fastest one that runs (:func:`resolve_backend`): native on the CPU, triton on CU
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -16,6 +18,10 @@ BACKENDS = ("torch", "native", "triton")
 CHOICES = ("auto", *BACKENDS)  # "auto": the fastest backend that runs for the device and dtype at hand
 _FAST = {"cpu": "native", "cuda": "triton"}
 _WORKS: dict[tuple[str, str], bool] = {}  # (backend, device type) -> whether check_backend passed
+_SLOWER = {  # what the fallback costs, as measured (docs/engine.md)
+    "native": "which take 13-23x longer per scan on the CPU (a few percent to ~30% of a training step)",
+    "triton": "a few torch ops per time step instead of one kernel per layer",
+}
 
 
 def resolve_backend(backend: str, device=None, dtype: torch.dtype | None = None) -> str:
@@ -32,8 +38,15 @@ def resolve_backend(backend: str, device=None, dtype: torch.dtype | None = None)
         try:
             check_backend(fast, dev)
             _WORKS[key] = True
-        except (RuntimeError, ValueError, ImportError):
+        except (RuntimeError, ValueError, ImportError) as e:
             _WORKS[key] = False
+            # said once per process and device type: auto picked the slower path
+            warnings.warn(
+                f"backend 'auto': the {fast} scans cannot run on {dev.type} here ({e}); using the torch "
+                f"reference scans instead, {_SLOWER[fast]}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return fast if _WORKS[key] else "torch"
 
 

@@ -4,7 +4,7 @@ Both loop over the time axis of [T, B, ...] tensors with in-place element-wise o
 time, so no [T, B, ...] temporaries are made besides the outputs. They are the reference that the Triton
 kernels (``lfp_snn.kernels.triton_scan``) are tested against, and the CPU default.
 
-Notation (DESIGN.md section 1). For step t = 1..T with input current I_t and U_0 the initial membrane:
+Notation (docs/engine.md, "LIF layers"). For step t = 1..T with input current I_t and U_0 the initial membrane:
 
     reset_t = H(U_{t-1} - θ)          (reset_delay=True; 0 otherwise)
     P_t     = U_{t-1}                 (subtract),  U_{t-1} (1 - reset_t)   (zero)     "previous membrane"

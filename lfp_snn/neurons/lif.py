@@ -54,6 +54,26 @@ def check_lif_parameters(p: LIFParameters) -> None:
         raise ValueError(f"reset_delay must be True or False, got {p.reset_delay!r}")
 
 
+def check_lif_shapes(p: LIFParameters, sample_shape, where: str = "LIF") -> None:
+    """Raise ValueError naming ``where`` unless β and θ are numbers or per-neuron tensors that broadcast to
+    one sample's features ``sample_shape`` (no time or batch axis)."""
+    sample_shape = torch.Size(sample_shape)
+    for name, v in (("beta", p.beta), ("threshold", p.threshold)):
+        if not isinstance(v, Tensor) or v.numel() == 1:
+            continue
+        ok = v.dim() <= len(sample_shape)
+        if ok:
+            try:
+                ok = torch.broadcast_shapes(v.shape, sample_shape) == sample_shape
+            except RuntimeError:
+                ok = False
+        if not ok:
+            raise ValueError(
+                f"{where}: {name} has shape {list(v.shape)}; expected a number or a per-neuron tensor that "
+                f"broadcasts to one sample's features {list(sample_shape)} (no time or batch axis)"
+            )
+
+
 def _show(v) -> str:
     t = torch.as_tensor(v)
     if t.numel() == 1:
@@ -87,6 +107,7 @@ def lif_scan(
         raise ValueError("expected at least one time step, got T = 0")
     if not all_finite(current):
         raise ValueError("the input current contains NaN or inf")
+    check_lif_shapes(p, current.shape[1:] if steps is not None else current.shape[2:])
     beta, thr = _as(p.beta, current), _as(p.threshold, current)
     mem0 = None if state is None else state.mem
     spikes, pot = lif_forward(current, beta, thr, p.reset, p.reset_delay, mem0, steps, backend)

@@ -145,8 +145,9 @@ class SparseRows(Value):
         idx = source.nonzero()  # [nnz, 2], ordered by row, then feature
         self.cols = idx[:, 1].to(torch.int32)
         self.offsets = _offsets(idx[:, 0], source.shape[0])
-        values = source[idx[:, 0], idx[:, 1]]
-        self.weights = None if bool((values == 1).all()) else values
+        # 0/1 spikes need no entry values; counts keep theirs
+        counts = source.numel() > 0 and int(source.max()) > 1
+        self.weights = source[idx[:, 0], idx[:, 1]] if counts else None
         self._by_feature: tuple[Tensor, Tensor] | None = None
 
     @classmethod

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ...kernels import lif_feedback, lif_forward
 from ...kernels.torch_scan import membrane
-from ...neurons.lif import LIF, check_lif_parameters
+from ...neurons.lif import LIF, check_lif_parameters, check_lif_shapes
 from ...ops import row_slices
 from ..activations import Act, Normalized, Reward
 from .base import Back, Handler
@@ -74,6 +74,7 @@ class LIFHandler(Handler):
         s: LIFSetup = ctx.setup(node)
         T, dt = ctx.steps, ctx.dtype
         x = a.float(dt)
+        check_lif_shapes(m.parameters_, x.shape[1:], node.describe())
         current = x if a.constant else x.reshape(T, -1, *x.shape[1:])
         beta, thr = m.beta.to(dt), m.threshold.to(dt)
         mem0 = None
