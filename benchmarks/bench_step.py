@@ -6,7 +6,8 @@
 Scenarios (the issue's): A spiking MLP 784-1000-1000-10, T=25, batch 128, constant input;
 B 700-128-128-20, T=100, batch 64, Bernoulli input spikes (SHD-like; handed to every method as uint8, the
 BPTT networks convert each step to float for their Linear layers); C spiking LeNet on 1x28x28, T=25,
-batch 128, constant input.
+batch 128, constant input; R recurrent 700-256(rec)-20, T=100, batch 64, input spikes as in B (lfp-snn's
+RecurrentLIF against snntorch's RLeaky).
 Methods: ``lfp-<backend>[-<option>...]`` with backend torch (reference scans), native (compiled C scans) or
 triton (CUDA), options ``bf16`` (feedback GEMMs in bfloat16), ``recompute`` (keep spikes only),
 ``mb<N>`` (micro-batches of N), ``chunk``/``chunk<K>`` (forward and feedback in stretches of K steps, K = round(√T)
@@ -40,6 +41,7 @@ SCENARIOS = {
     "A": dict(arch="mlp", sizes=(784, 1000, 1000, 10), T=25, B=128, input="constant"),
     "B": dict(arch="mlp", sizes=(700, 128, 128, 20), T=100, B=64, input="spikes"),
     "C": dict(arch="lenet", shape=(1, 28, 28), classes=10, T=25, B=128, input="constant"),
+    "R": dict(arch="rnn", sizes=(700, 256, 20), T=100, B=64, input="spikes"),
 }
 METHODS = (
     "lfp-torch",
@@ -91,8 +93,8 @@ def method_name(text: str) -> str:
 
 def _data(sc, device, torch):
     g = torch.Generator().manual_seed(0)
-    shape = (sc["sizes"][0],) if sc["arch"] == "mlp" else sc["shape"]
-    classes = sc["sizes"][-1] if sc["arch"] == "mlp" else sc["classes"]
+    shape = (sc["sizes"][0],) if "sizes" in sc else sc["shape"]
+    classes = sc["sizes"][-1] if "sizes" in sc else sc["classes"]
     x = torch.rand(sc["B"], *shape, generator=g)
     if sc["input"] == "spikes":  # binary spikes arrive as uint8, as a loader of event data gives them
         x_seq = torch.bernoulli(torch.full((sc["T"], sc["B"], *shape), 0.05), generator=g).to(torch.uint8)
@@ -111,6 +113,9 @@ def _lfp_model(sc, backend):
     if sc["arch"] == "mlp":
         s = sc["sizes"]
         layers = [nn.Linear(s[0], s[1]), lif(), nn.Linear(s[1], s[2]), lif(), nn.Linear(s[2], s[3]), lif()]
+    elif sc["arch"] == "rnn":  # the recurrent layer's scans are torch code whatever the backend
+        s = sc["sizes"]
+        layers = [nn.Linear(s[0], s[1]), lfp_snn.RecurrentLIF(s[1], 0.9, 1.0), nn.Linear(s[1], s[2]), lif()]
     else:
         layers = [
             nn.Conv2d(1, 12, 5),
@@ -166,18 +171,52 @@ def _loop_model(sc, T, make_neuron, initial_state):
 
 
 def _snntorch_model(sc, T):
-    """snn.Leaky with the fast-sigmoid surrogate (slope 25), explicit membrane from init_leaky()."""
+    """snn.Leaky with the fast-sigmoid surrogate (slope 25), explicit membrane from init_leaky(); for the
+    recurrent scenario snn.RLeaky (all-to-all) in the hidden layer, as its tutorial builds it."""
     import snntorch as snn
     from snntorch import surrogate
 
     grad = surrogate.fast_sigmoid(slope=25)
+    if sc["arch"] == "rnn":
+        return _snntorch_rnn(sc, T, grad)
     return _loop_model(sc, T, lambda: snn.Leaky(beta=0.9, spike_grad=grad), lambda lif: lif.init_leaky())
 
 
+def _snntorch_rnn(sc, T, grad):
+    import snntorch as snn
+    import torch
+    from torch import nn
+
+    s = sc["sizes"]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(s[0], s[1]), nn.Linear(s[1], s[2])
+            self.rlif = snn.RLeaky(beta=0.9, linear_features=s[1], spike_grad=grad)
+            self.lif = snn.Leaky(beta=0.9, spike_grad=grad)
+
+        def forward(self, x_seq):
+            spk, mem = self.rlif.init_rleaky()
+            mem2 = self.lif.init_leaky()
+            out = []
+            for t in range(T):
+                h = x_seq[t].float()
+                spk, mem = self.rlif(self.fc1(h), spk, mem)
+                o, mem2 = self.lif(self.fc2(spk), mem2)
+                out.append(o)
+            return torch.stack(out)
+
+    return Net()
+
+
 def _norse_model(sc, T):
-    """norse's LIFBoxCell with SuperSpike, state starting at None."""
+    """norse's LIFBoxCell with SuperSpike, state starting at None (not for the recurrent scenario)."""
     import torch
     from norse.torch import LIFBoxCell, LIFBoxParameters
+
+    if sc["arch"] == "rnn":
+        raise ValueError("the recurrent scenario R compares with snntorch's RLeaky only")
 
     p = LIFBoxParameters(
         tau_mem_inv=torch.tensor(100.0), v_th=torch.tensor(1.0), method="super", alpha=torch.tensor(100.0)
@@ -273,6 +312,8 @@ def available(method: str, device: str) -> str | None:
 
 def _skip(sc: str, m: str, device: str, skipped: list) -> bool:
     why = available(m, device)
+    if not why and m == "norse" and SCENARIOS[sc]["arch"] == "rnn":
+        why = "the recurrent scenario compares with snntorch's RLeaky only"
     if why:
         skipped.append((sc, m, why))
     return bool(why)

@@ -18,7 +18,7 @@ from .engine import (
     write_gradients,
 )
 from .network import SpikingSequential
-from .neurons import LIF, Heaviside, LIFParameters, LIFState, lif_scan
+from .neurons import LIF, AdaptiveLIF, CubaLIF, Heaviside, LIFParameters, LIFState, RecurrentLIF, lif_scan
 from .rewards import SequenceReward, correct_class_reward, sequence_reward, sigmoid_reward, softmax_reward
 from .rules import (
     AlphaBeta,
@@ -36,6 +36,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LIF",
+    "AdaptiveLIF",
+    "CubaLIF",
+    "RecurrentLIF",
     "AlphaBeta",
     "Composite",
     "Epsilon",

@@ -202,3 +202,16 @@ def test_input_noise_on_the_device():
     with fake_cuda():
         res = lfp_snn.feedback_result(m, to_fake_cuda(x), to_fake_cuda(y), input_noise=0.1)
         assert all(v.device.type == "cuda" for v in res.feedback.values())
+
+
+@pytest.mark.parametrize("kind", ["cuba", "adaptive", "recurrent"])
+@pytest.mark.parametrize("kw", [{}, {"time_chunk": 3}])
+def test_the_other_neurons_on_the_device(kind, kw):
+    neuron = {
+        "cuba": lambda: lfp_snn.CubaLIF(0.5, 0.8, 0.7, backend="torch"),
+        "adaptive": lambda: lfp_snn.AdaptiveLIF(0.8, 0.7, 0.8, 0.3),
+        "recurrent": lambda: lfp_snn.RecurrentLIF(16, 0.8, 0.7, recurrent_mask=1 - torch.eye(16)),
+    }[kind]
+    m = _model(lambda: lfp_snn.SpikingSequential(nn.Linear(12, 16), neuron(), nn.Linear(16, 5), _lif()))
+    x, y = _seq((12,))
+    _both(m, x, y, input_reward=True, **kw)

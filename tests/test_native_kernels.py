@@ -389,7 +389,8 @@ def test_auto_falls_back_to_torch_when_the_native_build_fails(monkeypatch):
         raise RuntimeError("no compiler")
 
     monkeypatch.setattr(kernels, "check_backend", broken)
-    assert kernels.resolve_backend("auto", "cpu", torch.float32) == "torch"
+    with pytest.warns(RuntimeWarning, match=r"the native scans cannot run on cpu here \(no compiler\)"):
+        assert kernels.resolve_backend("auto", "cpu", torch.float32) == "torch"
 
 
 def test_auto_gives_the_reference_results():

@@ -145,7 +145,7 @@ def _chunked(cp: CompiledPlan, inputs, labels, reward, steps) -> FeedbackResult:
             on_constant = {
                 node.name
                 for node in cp.graph.nodes[1:]
-                if node.handler.temporal and tr.layouts[node.inputs[0]]
+                if getattr(node.handler, "advances_constant", False) and tr.layouts[node.inputs[0]]
             }
             kept[t0 + n] = {k: v for k, v in state.items() if k not in on_constant}
         outputs.append(tr.output)

@@ -1,14 +1,37 @@
-"""Spiking neurons: pure scan functions over [T, B, ...] and thin modules around them."""
+"""Spiking neurons: pure scan functions over [T, B, ...] with typed parameters and state, and thin modules
+around them (the LIF; the current-based, adaptive and recurrent LIF; the Heaviside activation)."""
 
 from .activations import Heaviside
+from .adaptive import (
+    AdaptiveLIF,
+    AdaptiveLIFParameters,
+    AdaptiveLIFState,
+    adaptive_lif_scan,
+    check_adaptive_parameters,
+)
+from .cuba import CubaLIF, CubaLIFParameters, CubaLIFState, check_cuba_parameters, cuba_lif_scan
 from .lif import LIF, LIFParameters, LIFState, check_lif_parameters, check_lif_shapes, lif_scan
+from .recurrent import RecurrentLIF, RecurrentLIFState, recurrent_lif_scan
 
 __all__ = [
     "LIF",
+    "AdaptiveLIF",
+    "AdaptiveLIFParameters",
+    "AdaptiveLIFState",
+    "CubaLIF",
+    "CubaLIFParameters",
+    "CubaLIFState",
     "Heaviside",
     "LIFParameters",
     "LIFState",
+    "RecurrentLIF",
+    "RecurrentLIFState",
+    "adaptive_lif_scan",
+    "check_adaptive_parameters",
+    "check_cuba_parameters",
     "check_lif_parameters",
     "check_lif_shapes",
+    "cuba_lif_scan",
     "lif_scan",
+    "recurrent_lif_scan",
 ]

@@ -81,6 +81,26 @@ def _show(v) -> str:
     return f"a tensor with min {float(t.min()):.4g} and max {float(t.max()):.4g}"
 
 
+def validated_backend(backend: str) -> str:
+    if backend not in CHOICES:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {CHOICES}")
+    return backend
+
+
+class PerNeuronBuffers:
+    """Loading of neuron buffers (β, θ, ...) that may be scalars or per-neuron tensors: a checkpoint's shape
+    wins (e.g. after threshold homeostasis moved thresholds per neuron)."""
+
+    per_neuron: tuple[str, ...] = ()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in self.per_neuron:
+            key = prefix + name
+            if key in state_dict and state_dict[key].shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(state_dict[key], dtype=getattr(self, name).dtype))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 def lif_scan(
     current: Tensor,
     p: LIFParameters = LIFParameters(),
@@ -119,7 +139,7 @@ def _as(v, like: Tensor):
     return v.to(device=like.device, dtype=like.dtype) if isinstance(v, Tensor) else float(v)
 
 
-class LIF(nn.Module):
+class LIF(PerNeuronBuffers, nn.Module):
     """LIF layer for time-first sequences: [T, B, ...] input currents -> [T, B, ...] spikes.
 
     Put it after a Linear or Conv layer in an :class:`lfp_snn.SpikingSequential` (or a plain
@@ -127,6 +147,8 @@ class LIF(nn.Module):
     unless you use :meth:`scan` with an explicit state. ``beta`` and ``threshold`` are buffers
     (scalars or per-neuron tensors shaped like one sample's features), not trained by LFP.
     """
+
+    per_neuron = ("beta", "threshold")
 
     def __init__(
         self,
@@ -138,8 +160,7 @@ class LIF(nn.Module):
     ) -> None:
         super().__init__()
         check_lif_parameters(LIFParameters(beta, threshold, reset, reset_delay))
-        if backend not in CHOICES:
-            raise ValueError(f"unknown backend {backend!r}; expected one of {CHOICES}")
+        validated_backend(backend)
         self.register_buffer("beta", torch.as_tensor(beta, dtype=torch.float32).clone())
         self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32).clone())
         self.reset = reset
@@ -149,14 +170,6 @@ class LIF(nn.Module):
     @property
     def parameters_(self) -> LIFParameters:
         return LIFParameters(self.beta, self.threshold, self.reset, self.reset_delay)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # β and θ may be scalars or per-neuron (e.g. after homeostasis moved thresholds): take the stored shape
-        for name in ("beta", "threshold"):
-            key = prefix + name
-            if key in state_dict and state_dict[key].shape != getattr(self, name).shape:
-                setattr(self, name, torch.empty_like(state_dict[key], dtype=getattr(self, name).dtype))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def scan(self, current: Tensor, state: LIFState | None = None, steps: int | None = None):
         """(spikes, membrane, final state) for [T, B, ...] currents; see :func:`lif_scan`."""

@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...neurons import LIF
+from ...neurons import LIF, AdaptiveLIF, CubaLIF, RecurrentLIF
 from ...ops import PARAMETRIC
+from .adaptive import AdaptiveLIFHandler
 from .base import Back, Handler
+from .cuba import CubaLIFHandler
 from .elementwise import (
     ACTIVATIONS,
     ActivationFunctionHandler,
@@ -28,6 +30,7 @@ from .lif import LIFHandler
 from .merge import AddHandler, CatHandler
 from .parametric import AffineHandler
 from .pooling import AvgPoolHandler, MaxPoolHandler
+from .recurrent import RecurrentLIFHandler
 from .shape import MetaHandler, ShapeFunctionHandler, ShapeModuleHandler
 
 SHAPE_ONLY = (nn.Flatten, nn.Unflatten)
@@ -41,6 +44,9 @@ def _default_modules() -> dict[type, Handler]:
     table.update(
         {
             LIF: LIFHandler(),
+            CubaLIF: CubaLIFHandler(),
+            AdaptiveLIF: AdaptiveLIFHandler(),
+            RecurrentLIF: RecurrentLIFHandler(),
             nn.Identity: IdentityHandler(),
             nn.MaxPool1d: maxpool,
             nn.MaxPool2d: maxpool,

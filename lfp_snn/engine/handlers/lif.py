@@ -25,17 +25,9 @@ from ...kernels import lif_feedback, lif_forward
 from ...kernels.torch_scan import membrane
 from ...neurons.lif import LIF, check_lif_parameters, check_lif_shapes
 from ...ops import row_slices
-from ..activations import Act, Normalized, Reward
-from .base import Back, Handler
-
-
-@dataclass(frozen=True)
-class LIFSetup:
-    g_below: bool  # the input is a Linear/Conv output read only here: hand it g
-    recompute: bool  # keep no potential: make the current again from the layer below in the feedback
-    uint8_spikes: bool  # every reader converts uint8 spikes itself (Linear layers)
-    backend: str
-    eps: float
+from ..activations import Act
+from .base import Back
+from .neuron import NeuronHandler, NeuronSetup
 
 
 @dataclass
@@ -48,34 +40,23 @@ class LIFRecord:
     constant: bool  # the current is the same at every step
 
 
-class LIFHandler(Handler):
-    temporal = True
-    emits_normalized = True
+class LIFHandler(NeuronHandler):
+    recomputes = True
+    advances_constant = True
 
     def names(self) -> list[str]:
         return ["LIF"]
 
-    def setup(self, node, env) -> LIFSetup:
-        m: LIF = node.module
+    def check(self, m: LIF) -> None:
         check_lif_parameters(m.parameters_)
-        below = env.fused_below.get(node.index)
-        users = [env.graph.nodes[u] for u in node.users]
-        return LIFSetup(
-            g_below=below is not None,
-            recompute=env.plan.storage == "recompute" and below is not None,
-            uint8_spikes=bool(users) and all(type(u.target) is torch.nn.Linear for u in users),
-            backend=env.backend_for(m),
-            eps=env.eps,
-        )
 
     def forward(self, node, inputs, ctx):
         (a,) = inputs
         m: LIF = node.module
-        s: LIFSetup = ctx.setup(node)
+        s: NeuronSetup = ctx.setup(node)
         T, dt = ctx.steps, ctx.dtype
-        x = a.float(dt)
-        check_lif_shapes(m.parameters_, x.shape[1:], node.describe())
-        current = x if a.constant else x.reshape(T, -1, *x.shape[1:])
+        check_lif_shapes(m.parameters_, a.value.shape[1:], node.describe())
+        current = self.current(a, dt, T)
         beta, thr = m.beta.to(dt), m.threshold.to(dt)
         mem0 = None
         if ctx.state is not None:
@@ -109,7 +90,7 @@ class LIFHandler(Handler):
                 current if (a.constant or not s.g_below) else None,
                 a.constant,
             )
-        del pot, current, x
+        del pot, current
         ctx.count_spikes(node.name, spikes)
         return Act(spikes.reshape(-1, *spikes.shape[2:]), False, True), rec
 
@@ -118,7 +99,7 @@ class LIFHandler(Handler):
         if rec.potential is not None:
             return rec.potential
         m: LIF = node.module
-        s: LIFSetup = ctx.setup(node)
+        s: NeuronSetup = ctx.setup(node)
         T = ctx.steps
         if rec.constant:  # constant current: run the forward scan again from the [B, ...] current
             cur, steps, out = rec.current, T, None
@@ -142,15 +123,11 @@ class LIFHandler(Handler):
 
     def reverse(self, node, rec: LIFRecord, msg, ctx) -> Back:
         m: LIF = node.module
-        s: LIFSetup = ctx.setup(node)
+        s: NeuronSetup = ctx.setup(node)
         T = ctx.steps
         pot = self.potential(node, rec, ctx)
         rec.potential = None
-        r = msg.value
-        if msg.summed:
-            rt, owned = r.unsqueeze(0).expand(T, *r.shape).contiguous(), True
-        else:
-            rt, owned = r.reshape(T, -1, *r.shape[1:]).contiguous(), msg.owned
+        rt, owned = self.reward_steps(msg, T)
         if ctx.carry is not None and node.name in ctx.carry:  # C from the later stretch joins the last step
             if not owned:
                 rt, owned = rt.clone(), True
@@ -170,13 +147,7 @@ class LIFHandler(Handler):
         del pot, rt
         if ctx.carry is not None and rec.mem0 is not None:  # C_1 = β P_1 g_1, handed to the earlier stretch
             ctx.carry[node.name] = _previous_membrane(rec.mem0, rec.threshold, m).mul_(rec.beta).mul_(g[0])
-        if not ctx.wants(node, 0):
-            return Back((None,))
-        if s.g_below:
-            return Back((Normalized(g.reshape(-1, *g.shape[2:])),))
-        cur = rec.current  # no Linear/Conv below: the current's share goes on as an ordinary reward
-        r_in = g.mul_(cur if cur.dim() == g.dim() else cur.unsqueeze(0))
-        return Back((Reward(r_in.reshape(-1, *g.shape[2:]), False, True),))
+        return self.down(node, g, rec.current, s, ctx)
 
 
 def spike_counts(spikes: Tensor) -> Tensor:

@@ -1,0 +1,72 @@
+"""What the neuron handlers share: the choices made once per model (hand g to the layer below or a reward,
+uint8 spikes for Linear readers, the backend, ε), the current in the engine's layout, and the message the
+neuron sends down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..activations import Normalized, Reward
+from .base import Back, Handler
+
+
+@dataclass(frozen=True)
+class NeuronSetup:
+    g_below: bool  # the input is a Linear/Conv output read only here: hand it g
+    recompute: bool  # keep no potential: make the current again from the layer below in the feedback
+    uint8_spikes: bool  # every reader converts uint8 spikes itself (Linear layers)
+    backend: str
+    eps: float
+
+
+class NeuronHandler(Handler):
+    """Base of the neuron handlers (LIF, CubaLIF, AdaptiveLIF, RecurrentLIF)."""
+
+    temporal = True
+    emits_normalized = True
+    recomputes = False  # whether storage="recompute" applies (the LIF recomputes its potential)
+    advances_constant = False  # a stretch of time on a constant current can recompute its start state
+
+    def setup(self, node, env) -> NeuronSetup:
+        m = node.module
+        self.check(m)
+        below = env.fused_below.get(node.index)
+        users = [env.graph.nodes[u] for u in node.users]
+        return NeuronSetup(
+            g_below=below is not None,
+            recompute=self.recomputes and env.plan.storage == "recompute" and below is not None,
+            uint8_spikes=bool(users) and all(type(u.target) is torch.nn.Linear for u in users),
+            backend=env.backend_for(m),
+            eps=env.eps,
+        )
+
+    def check(self, m) -> None:
+        """Raise for parameters out of range (the module's own check)."""
+
+    @staticmethod
+    def current(a, dt: torch.dtype, steps: int) -> Tensor:
+        """The input current: [T, B, ...] rows in time, or the constant [B, ...]."""
+        x = a.float(dt)
+        return x if a.constant else x.reshape(steps, -1, *x.shape[1:])
+
+    @staticmethod
+    def reward_steps(msg, steps: int) -> tuple[Tensor, bool]:
+        """The reward at the spikes as [T, B, ...], and whether the buffer is the engine's own."""
+        r = msg.value
+        if msg.summed:
+            return r.unsqueeze(0).expand(steps, *r.shape).contiguous(), True
+        return r.reshape(steps, -1, *r.shape[1:]).contiguous(), msg.owned
+
+    @staticmethod
+    def down(node, g: Tensor, current: Tensor | None, setup: NeuronSetup, ctx) -> Back:
+        """The message for the layer below: g itself (a Linear/Conv read only here), else the current's share
+        of the membrane as a reward, R^I = I ⊙ g (written over g)."""
+        if not ctx.wants(node, 0):
+            return Back((None,))
+        if setup.g_below:
+            return Back((Normalized(g.reshape(-1, *g.shape[2:])),))
+        r_in = g.mul_(current if current.dim() == g.dim() else current.unsqueeze(0))
+        return Back((Reward(r_in.reshape(-1, *g.shape[2:]), False, True),))
