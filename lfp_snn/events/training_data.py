@@ -45,6 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.arrays import stratified_choice
+from ..data.digits import load_digits
+from ..data.images import load_dataset
 from ..encoders.events import ToFrames, ToSpikeTrains
 from .emulate import EmulatedEvents, SaccadeParams
 
@@ -250,11 +253,9 @@ class FrameDataset:
 
 def _choose(y: torch.Tensor, classes: int, n: int, seed: int, stratified: bool = True) -> torch.Tensor:
     """Sorted indices of ``n`` samples picked as :meth:`lfp_snn.data.ArrayDataset.subset` does."""
-    from ..data import _stratified_choice
-
     gen = torch.Generator().manual_seed(seed)
     if stratified:
-        index = _stratified_choice(y, classes, n, gen)
+        index = stratified_choice(y, classes, n, gen)
     else:
         index = torch.randperm(len(y), generator=gen)[:n]
     return torch.sort(index).values
@@ -471,13 +472,11 @@ def _emulated(
 
 
 def _image_source(name: str, folder: Path | None) -> Callable[[], Any]:
-    from .. import data
-
     if name == "emulated-digits":
-        return data.load_digits
+        return load_digits
     if name == "emulated-fashion-mnist":
-        return lambda: data.load_dataset(f"fashion-mnist:{folder}" if folder else "fashion-mnist")
-    return lambda: data.load_dataset(f"mnist:{folder}" if folder else "mnist")
+        return lambda: load_dataset(f"fashion-mnist:{folder}" if folder else "fashion-mnist")
+    return lambda: load_dataset(f"mnist:{folder}" if folder else "mnist")
 
 
 def load_event_dataset(
