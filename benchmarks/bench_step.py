@@ -230,7 +230,7 @@ def run_one(
     import torch
 
     import lfp_snn
-    from lfp_snn.compare import tensor_peak_mib
+    from lfp_snn.experiments.memory import tensor_peak_mib
 
     device = torch.device(device_name)
     sc = SCENARIOS[scenario]

@@ -209,7 +209,8 @@ def _env_int(name: str) -> int | None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .cli import configs_from_args, load_any
+    from .cli.options import configs_from_args, value
+    from .cli.train import load_run_data
     from .models import is_spiking_arch
 
     world = _env_int("WORLD_SIZE") or 1
@@ -236,22 +237,18 @@ def cmd_train(a: argparse.Namespace) -> int:
         )
     say = print if rank == 0 else (lambda *args, **kw: None)
     try:
-        train, test = load_any(a.data, a.steps, a.download)
-        if a.subset:
-            train = train.subset(a.subset, seed=a.seed)
-        if a.test_subset:
-            test = test.subset(a.test_subset, seed=a.seed)
+        train, test = load_run_data(a, value(a, "seed"))
         model_cfg, train_cfg = configs_from_args(a, train)
-        train_cfg = dataclasses.replace(train_cfg, feedback_precision=a.feedback_precision)
         if train_cfg.batch_size < world:
             raise ValueError(f"--batch-size {train_cfg.batch_size} is smaller than the {world} processes")
         trainer = DistributedTrainer(model_cfg, train_cfg, out_dir=a.out, device=device)
-        spiking = is_spiking_arch(a.arch)
-        what = f"{a.arch} ({'T=' + str(a.steps) + ', β=' + str(a.beta) if spiking else 'ANN'})"
+        spiking = is_spiking_arch(model_cfg.arch)
+        what = f"{model_cfg.arch} ({f'T={train_cfg.steps}, β={model_cfg.beta}' if spiking else 'ANN'})"
+        method = f"lfp-{train_cfg.rule}" if train_cfg.method == "lfp" else train_cfg.method
         say(
-            f"training {what} on {a.data}: {len(train)} train / {len(test)} test samples, method {a.method}, "
-            f"{a.epochs} epochs, {world} process(es) ({backend if world > 1 else 'no collectives'}), global "
-            f"batch {train_cfg.batch_size}",
+            f"training {what} on {a.data}: {len(train)} train / {len(test)} test samples, method {method}, "
+            f"{train_cfg.epochs} epochs, {world} process(es) ({backend if world > 1 else 'no collectives'}), "
+            f"global batch {train_cfg.batch_size}",
             flush=True,
         )
         t0 = time.perf_counter()
@@ -275,7 +272,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import add_train_arguments
+    from .cli.options import add_train_arguments
 
     p = argparse.ArgumentParser(
         prog="python -m lfp_snn.distributed",

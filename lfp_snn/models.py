@@ -17,6 +17,7 @@ from .network import SpikingSequential
 from .neurons import LIF, Heaviside
 
 ARCHS = ("spiking-mlp", "spiking-lenet", "spiking-small", "mlp", "lenet")
+RESETS = ("subtract", "zero")  # what the LIF layer accepts for reset
 
 
 @dataclass
@@ -32,7 +33,7 @@ class ModelConfig:
     reset: str = "subtract"
     reset_delay: bool = True
     activation: str = "relu"  # ANNs: relu | heaviside | tanh | sigmoid | silu | elu | leaky-relu
-    backend: str = "torch"
+    backend: str = "auto"  # LIF scan kernels: auto | torch | native | triton (lfp_snn.kernels)
     weight_scale: float = 1.0  # multiplies the default initialisation of every weight
     extra: dict = field(default_factory=dict)
 

@@ -1,4 +1,5 @@
-"""lfp_snn.compare: the method comparison (API and ``lfp-snn compare``), pruning, memory measurement, errors."""
+"""lfp_snn.experiments.compare: the method comparison (API and ``lfp-snn compare``), pruning, memory measurement,
+errors."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import torch
 from torch import nn
 
 from lfp_snn import cli
-from lfp_snn import compare as cmp
+from lfp_snn.cli.compare import lr_overrides
 from lfp_snn.data import load_dataset
 from lfp_snn.encoders import get_encoder
+from lfp_snn.experiments import compare as cmp
+from lfp_snn.experiments import metrics
+from lfp_snn.experiments.memory import PeakMemory
 from lfp_snn.models import ModelConfig, build_model
-from lfp_snn.training import TrainConfig
+from lfp_snn.training import TrainConfig, check_methods, resolve_method
 
 pytest.importorskip("snntorch")
 pytest.importorskip("norse")
@@ -98,14 +102,13 @@ def test_unpruned_accuracy_is_exactly_the_evaluation(compared):
     _, results = compared
     for r in results:
         assert r["pruning"][0.0] == r["test_accuracy"] == r["epochs"][-1]["test_accuracy"]
-        curve = [r["pruning"][f] for f in cmp.PRUNE_FRACTIONS]
+        curve = [r["pruning"][f] for f in metrics.PRUNE_FRACTIONS]
         assert curve[-1] <= curve[0] + 0.05  # removing 95% of the weights does not help
         assert curve[-1] < 0.5
 
 
 @pytest.mark.slow
-def test_cli_compare(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["lfp_snn.compare"])
+def test_cli_compare(tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["compare", "--methods", "lfp-epsilon", "bptt-snntorch", "--subset", "100", "--test-subset", "60"]
     argv += ["-T", "3", "--epochs", "1", "--seeds", "3", "--prune", "0", "50", "--out", str(out)]
@@ -123,8 +126,7 @@ def test_cli_compare(tmp_path, monkeypatch, capsys):
     assert all((out / p).exists() for p in PNGS)
 
 
-def test_unknown_method_lists_the_methods(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["lfp_snn.compare"])
+def test_unknown_method_lists_the_methods(capsys):
     assert cli.main(["compare", "--methods", "lfp-epsilon", "bptt-jax", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "unknown method 'bptt-jax'" in err
@@ -133,22 +135,22 @@ def test_unknown_method_lists_the_methods(monkeypatch, capsys):
 
 
 def test_method_validation():
-    assert cmp.resolve_method("lfp-zplus-zminus") == ("lfp", "zplus-zminus")
-    assert cmp.resolve_method("bptt-norse") == ("bptt-norse", "epsilon")
+    assert resolve_method("lfp-zplus-zminus") == ("lfp", "zplus-zminus")
+    assert resolve_method("bptt-norse") == ("bptt-norse", "epsilon")
     with pytest.raises(ValueError, match="bptt-snntorch"):
-        cmp.resolve_method("lfp-nonsense")
+        resolve_method("lfp-nonsense")
     with pytest.raises(ValueError, match="twice"):
-        cmp.check_methods(["bptt-norse", "bptt-norse"])
+        check_methods(["bptt-norse", "bptt-norse"])
     with pytest.raises(ValueError, match="no methods"):
-        cmp.check_methods([])
+        check_methods([])
     with pytest.raises(ValueError, match="METHOD=LR"):
-        cmp._lr_overrides(["bptt-norse:0.1"])
+        lr_overrides(["bptt-norse:0.1"])
 
 
 def test_prune_by_magnitude():
     model = build_model(ModelConfig(), seed=0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    pruned = cmp.prune_by_magnitude(model, 0.5)
+    pruned = metrics.prune_by_magnitude(model, 0.5)
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n])  # the original is untouched
     for (n, p), (_, q) in zip(model.named_parameters(), pruned.named_parameters()):
@@ -159,23 +161,23 @@ def test_prune_by_magnitude():
         assert int(zero.sum()) == round(0.5 * p.numel())
         assert p.abs()[zero].max() <= p.abs()[~zero].min()  # the smallest magnitudes went
         assert torch.equal(q[~zero], p[~zero])
-    same = cmp.prune_by_magnitude(model, 0.0)
+    same = metrics.prune_by_magnitude(model, 0.0)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), same.parameters()))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        cmp.prune_by_magnitude(model, 1.5)
+        metrics.prune_by_magnitude(model, 1.5)
 
 
 def test_evaluate_is_reproducible_with_a_random_encoder(data):
     _, test = data
     model = build_model(ModelConfig(), seed=0)
     enc = get_encoder("rate", 5)
-    a = cmp.evaluate(model, test, enc, spiking=True, seed=7)
-    b = cmp.evaluate(model, test, enc, spiking=True, seed=7)
+    a = metrics.evaluate(model, test, enc, spiking=True, seed=7)
+    b = metrics.evaluate(model, test, enc, spiking=True, seed=7)
     assert a == b and 0 <= a["spike_rate"] <= 1
 
 
 def test_peak_memory_sees_an_allocation():
-    with cmp.PeakMemory("cpu") as pm:
+    with PeakMemory("cpu") as pm:
         big = torch.ones(64 * 2**20 // 4)  # 64 MiB
         big += 1
         with pm.paused():

@@ -479,8 +479,8 @@ def test_load_dataset_mnist_absent_explains_download(tmp_path: Path, monkeypatch
 def test_load_dataset_mnist_download(tmp_path: Path, http_folder, monkeypatch: pytest.MonkeyPatch) -> None:
     served, url, _ = http_folder
     make_idx_folder(served)
-    monkeypatch.setattr(data, "MNIST_MIRRORS", (url,))
-    monkeypatch.setattr(data, "MNIST_MD5", md5_map(served))
+    monkeypatch.setattr(data.mnist, "MNIST_MIRRORS", (url,))
+    monkeypatch.setattr(data.mnist, "MNIST_MD5", md5_map(served))
     train, test = load_dataset(f"mnist:{tmp_path / 'm'}", download=True)
     assert (len(train), len(test)) == (30, 12)
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import lfp_snn
-from lfp_snn.compare import tensor_peak_mib
 from lfp_snn.encoders import constant_encode, rate_encode
+from lfp_snn.experiments.memory import tensor_peak_mib
 from lfp_snn.ops import Dense, LinearOp, SparseRows, Spikes
 
 

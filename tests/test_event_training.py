@@ -141,8 +141,9 @@ def test_frame_dataset_contract():
     batches = list(ds.batches(16, shuffle=False))
     assert [len(b[1]) for b in batches] == [16, 16, 8]
     x0, y0 = batches[0]
-    assert x0.dtype == torch.float32 and x0.shape == (16, 6, 2, 5, 5) and y0.dtype == torch.int64
-    torch.testing.assert_close(x0, ds.x[:16].float())
+    # uint8 counts stay uint8 (the engine's sparse path takes them as they are)
+    assert x0.dtype == torch.uint8 and x0.shape == (16, 6, 2, 5, 5) and y0.dtype == torch.int64
+    assert torch.equal(x0, ds.x[:16])
     assert [len(b[1]) for b in ds.batches(16, shuffle=False, drop_last=True)] == [16, 16]
     with pytest.raises(ValueError, match="batch_size"):
         ds.batches(0, shuffle=False)
@@ -371,3 +372,28 @@ def test_cli_train_shd_mlp(tmp_path, capsys):
     argv = ["train", "--data", f"shd:{tmp_path / 'shd_train.h5'}", "--arch", "spiking-small", "-T", "4"]
     result = run_cli([*argv, "--epochs", "1", "--hidden", "16", "--no-progress"], capsys)
     assert 0.0 <= result["test_accuracy"] <= 1.0
+
+
+def test_training_on_sparse_event_frames_reaches_the_sparse_input_path(monkeypatch):
+    """Event frames reach the engine as uint8 counts, and a sparse enough first layer input is kept as index
+    lists (the path the benchmark's B figure comes from; that it gives the feedback of the same frames as
+    floats is tests/test_engine_modes.py's)."""
+    from lfp_snn.models import ModelConfig
+    from lfp_snn.ops import values
+    from lfp_snn.training import TrainConfig, Trainer
+
+    g = torch.Generator().manual_seed(0)
+    x = ((torch.rand(32, 6, 2, 5, 5, generator=g) < 0.05) * torch.randint(1, 3, (32, 6, 2, 5, 5), generator=g))
+    ds = FrameDataset(x.to(torch.uint8), torch.arange(32) % 4, 4, "toy", (5, 5, 2))
+    made = []
+    real = values.SparseRows.__init__
+
+    def spy(self, source):
+        made.append(source.dtype)
+        real(self, source)
+
+    monkeypatch.setattr(values.SparseRows, "__init__", spy)
+    mc = ModelConfig(arch="spiking-mlp", input_shape=(2, 5, 5), classes=4, hidden=(16,))
+    cfg = TrainConfig(epochs=1, batch_size=16, steps=6, progress=False)
+    Trainer(mc, cfg).fit(ds)
+    assert made and all(d == torch.uint8 for d in made)

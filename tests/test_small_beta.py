@@ -21,7 +21,8 @@ from lfp_snn.data import load_dataset
 from lfp_snn.homeostasis import Homeostasis
 from lfp_snn.models import ModelConfig
 from lfp_snn.rules.membrane_share import MembraneShare, as_membrane_share, near_firing
-from lfp_snn.training import TrainConfig, Trainer, _noise_schedule
+from lfp_snn.training import TrainConfig, Trainer
+from lfp_snn.training import noise_scale as _noise_schedule
 
 DT = torch.float64
 EPS = 1e-6

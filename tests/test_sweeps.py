@@ -1,4 +1,4 @@
-"""lfp_snn.sweeps: grids and keys, the HDF5 results file (atomic records, resume, damaged files), executors
+"""lfp_snn.experiments.sweeps: grids and keys, the HDF5 results file (atomic records, resume, damaged files), executors
 (in process, spawn pool, Ray), crash and Ctrl-C recovery, and the report (tables, heatmap)."""
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import h5py
 import pytest
 import torch
 
-from lfp_snn import sweeps
+from lfp_snn.cli import main as cli_main
+from lfp_snn.cli import sweep as sweep_cli
+from lfp_snn.experiments import sweeps
 from lfp_snn.models import ModelConfig
 from lfp_snn.training import TrainConfig
 
@@ -360,13 +362,13 @@ CLI = [
 
 def test_cli_runs_resumes_and_reports(tmp_path, capsys):
     out = tmp_path / "out"
-    assert sweeps.main([*CLI, "--out", str(out)]) == 0
+    assert cli_main(["sweep", *CLI, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "4 trials, 0 already in" in text and text.count("done ") == 4
     assert {p.name for p in out.iterdir()} == {"sweep.h5", "results.md", "results.csv", "heatmap.png"}
-    assert sweeps.main([*CLI, "--out", str(out), "--betas", "0.5", "0.7", "0.9"]) == 0
+    assert cli_main(["sweep", *CLI, "--out", str(out), "--betas", "0.5", "0.7", "0.9"]) == 0
     assert "6 trials, 4 already in" in capsys.readouterr().out
-    assert sweeps.main([*CLI, "--out", str(out), "--report-only", "--seeds", "0", "1"]) == 0
+    assert cli_main(["sweep", *CLI, "--out", str(out), "--report-only", "--seeds", "0", "1"]) == 0
     assert "(4 of 8 trials)" in capsys.readouterr().out  # the grid asked for: β 0.5 0.9 × T 2 3 × seeds 0 1
     md = (out / "results.md").read_text()
     assert "4 of 8 in the results file" in md
@@ -375,7 +377,7 @@ def test_cli_runs_resumes_and_reports(tmp_path, capsys):
 def test_cli_refuses_a_damaged_results_file(tmp_path, capsys):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-    assert sweeps.main([*CLI, "--results", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert cli_main(["sweep", *CLI, "--results", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "left untouched" in err and "--results NEW.h5" in err
     assert bad.read_bytes() == b"\x89HDF\r\n\x1a\n" + b"\0" * 100
@@ -384,10 +386,13 @@ def test_cli_refuses_a_damaged_results_file(tmp_path, capsys):
 def test_add_commands_registers_sweep():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command")
-    sweeps.add_commands(sub)
+    sweep_cli.add_command(sub, "help")
     a = p.parse_args(["sweep", "--betas", "0.3", "0.6", "-T", "5", "15", "--backend", "ray", "--lrs", "1e-3"])
     assert (
-        a.betas == [0.3, 0.6] and a.steps_list == [5, 15] and a.lrs == [1e-3] and a.func is sweeps.cmd_sweep
+        a.betas == [0.3, 0.6]
+        and a.steps_list == [5, 15]
+        and a.lrs == [1e-3]
+        and a.func is sweep_cli.cmd_sweep
     )
     assert a.backend == "ray" and a.threads_per_trial == 1 and a.workers == 1
     a = p.parse_args(["sweep", "--executor", "ray", "--backend", "triton", "--threads", "2"])
@@ -451,7 +456,7 @@ def _live_in_group(pgid: int, wait: float = 10.0) -> list[int]:
 def _start(args, tmp_path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "lfp_snn.sweeps", *args],
+        [sys.executable, "-m", "lfp_snn.cli", "sweep", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -306,20 +306,21 @@ def test_bad_train_config_values():
 
 
 def test_trainer_hands_the_memory_and_precision_options_to_the_engine(tiny, monkeypatch):
-    import lfp_snn.training as training
+    import lfp_snn.training.methods as methods
 
     seen = []
-    real = training.feedback_result
+    real = methods.feedback_result
 
     def spy(*a, **kw):
-        seen.append({k: kw[k] for k in ("matmul_dtype", "micro_batch", "recompute", "time_chunk")})
+        p = kw["plan"]
+        seen.append((p.gemm_dtype, p.micro_batch, p.storage, p.time_chunk, p.composite.default.eps, p.eps))
         return real(*a, **kw)
 
-    monkeypatch.setattr(training, "feedback_result", spy)
+    monkeypatch.setattr(methods, "feedback_result", spy)
     train, _ = tiny
-    cfg = _quick(feedback_precision="bfloat16", micro_batch=16, recompute=True, time_chunk=2)
+    cfg = _quick(feedback_precision="bfloat16", micro_batch=16, recompute=True, time_chunk=2, eps=1e-5)
     Trainer(_small_snn_config(), cfg).fit(train.subset(32, seed=0))
-    assert seen == [{"matmul_dtype": torch.bfloat16, "micro_batch": 16, "recompute": True, "time_chunk": 2}]
+    assert seen == [(torch.bfloat16, 16, "recompute", 2, 1e-5, 1e-5)]
 
 
 def test_time_chunk_on_an_ann_is_a_clear_error(tiny):

@@ -1,7 +1,7 @@
 """Surrogate-gradient baselines: the same spiking networks trained by backpropagation through time (BPTT).
 
-Two baselines, each in the real library, registered in :data:`lfp_snn.training.METHODS` when this package is
-imported:
+Two baselines, each in the real library; :data:`lfp_snn.training.METHODS` names them (its factories build the
+networks here and wrap them in a training step):
 
 - ``bptt-snntorch`` (:mod:`.snntorch_bptt`): ``snn.Leaky`` with the fast-sigmoid surrogate
   ∂S/∂U = 1 / (1 + 25 |U - θ|)² (the derivative of x / (1 + 25 |x|)); same β, θ, reset and reset delay, so
@@ -23,9 +23,7 @@ snntorch and norse are imported only when a baseline is built; without them the 
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, MutableMapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +32,6 @@ from torch import Tensor, nn
 from ..engine import ELEMENTWISE, SHAPE_ONLY, leaves
 from ..neurons import LIF
 from ..ops import PARAMETRIC
-
-if TYPE_CHECKING:
-    from ..training import StepOutput, Trainer
 
 # stateless layers a step-by-step network applies to one time step [B, ...] as they are
 STEP_LAYERS = (*PARAMETRIC, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.Dropout, *SHAPE_ONLY)
@@ -121,76 +116,6 @@ class StepNetwork(nn.Module):
         return torch.stack(out)
 
 
-def bptt_method(
-    trainer: Trainer, net: StepNetwork, loss_fn: Callable[[Tensor, Tensor], Tensor]
-) -> Callable[[Tensor, Tensor], StepOutput]:
-    """A training step for :data:`lfp_snn.training.METHODS`: forward through ``net`` (T steps), loss on the
-    output spikes, ``loss.backward()`` into the shared parameters' ``.grad``; the trainer then clips and steps
-    its optimiser."""
-    from ..training import StepOutput
-
-    if trainer.config.input_noise > 0:
-        warnings.warn(
-            f"input_noise={trainer.config.input_noise} is an LFP option; the {net.library} BPTT baseline trains "
-            "without it",
-            stacklevel=3,
-        )
-
-    def step(x: Tensor, y: Tensor) -> StepOutput:
-        trainer.optimizer.zero_grad(set_to_none=False)
-        spikes = net(x)
-        loss = loss_fn(spikes, y)
-        loss.backward()
-        return StepOutput(spikes.detach(), float(loss.detach()), dict(net.spike_counts))
-
-    step.network = net  # type: ignore[attr-defined]  # for inspection and tests
-    return step
-
-
-def _require_spiking(trainer: Trainer, name: str) -> None:
-    if not trainer.spiking:
-        raise ValueError(
-            f"method {name!r} trains spiking models; arch {trainer.model_config.arch!r} is an ANN"
-        )
-
-
-def surrogate_slope(trainer: Trainer, key: str = "surrogate_slope", default: float = DEFAULT_SLOPE) -> float:
-    """A surrogate slope k from ``TrainConfig.extra[key]`` (snntorch: ``surrogate_slope``, default 25;
-    norse: ``norse_slope``, default 1)."""
-    k = float(trainer.config.extra.get(key, default))
-    if not k > 0 or k != k or k == float("inf"):
-        raise ValueError(f"{key} must be a finite number > 0, got {k}")
-    return k
-
-
-def snntorch_method(trainer: Trainer) -> Callable[[Tensor, Tensor], StepOutput]:
-    """``METHODS["bptt-snntorch"]``: BPTT with snntorch (see :mod:`lfp_snn.baselines.snntorch_bptt`)."""
-    _require_spiking(trainer, "bptt-snntorch")
-    from .snntorch_bptt import SnnTorchNetwork, snntorch_loss
-
-    net = SnnTorchNetwork(trainer.model, slope=surrogate_slope(trainer)).to(trainer.device)
-    return bptt_method(trainer, net, snntorch_loss())
-
-
-def norse_method(trainer: Trainer) -> Callable[[Tensor, Tensor], StepOutput]:
-    """``METHODS["bptt-norse"]``: BPTT with norse (see :mod:`lfp_snn.baselines.norse_bptt`)."""
-    _require_spiking(trainer, "bptt-norse")
-    from .norse_bptt import NORSE_SLOPE, NorseNetwork
-
-    net = NorseNetwork(trainer.model, slope=surrogate_slope(trainer, "norse_slope", NORSE_SLOPE))
-    net = net.to(trainer.device)
-    return bptt_method(trainer, net, ce_count_loss)
-
-
-def register(methods: MutableMapping | None = None) -> None:
-    """Add ``bptt-snntorch`` and ``bptt-norse`` to ``methods`` (default :data:`lfp_snn.training.METHODS`);
-    calling it again is harmless."""
-    if methods is None:
-        from ..training import METHODS as methods
-    methods["bptt-snntorch"] = snntorch_method
-    methods["bptt-norse"] = norse_method
-
-
 def require(module: str, baseline: str):
     """Import ``module`` (snntorch or norse) or raise an ImportError that says how to install it."""
     import importlib
@@ -206,17 +131,12 @@ def require(module: str, baseline: str):
         ) from e
 
 
-register()
-
 __all__ = [
     "BASELINES",
     "DEFAULT_SLOPE",
     "StepNetwork",
-    "bptt_method",
     "ce_count_loss",
-    "norse_method",
-    "register",
+    "lif_constants",
     "require",
-    "snntorch_method",
     "step_layers",
 ]

@@ -45,6 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.arrays import stratified_choice
+from ..data.digits import load_digits
+from ..data.images import load_dataset
 from ..encoders.events import ToFrames, ToSpikeTrains
 from .emulate import EmulatedEvents, SaccadeParams
 
@@ -185,7 +188,9 @@ class FrameDataset:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Iterate over ``(x, y)`` mini-batches: ``x`` float32 ``[B, T, ...]``, ``y`` int64 ``[B]``.
+        """Iterate over ``(x, y)`` mini-batches: ``x`` ``[B, T, ...]``, ``y`` int64 ``[B]``. Frames stored as
+        uint8 counts come out as uint8 (the LFP engine keeps sparse ones as index lists: ``docs/engine.md``);
+        float16 frames come out as float32.
 
         Same contract as :meth:`lfp_snn.data.ArrayDataset.batches`: the order is drawn once (from ``generator``,
         or torch's global generator) when ``shuffle``; the last batch may be smaller unless ``drop_last``.
@@ -200,7 +205,8 @@ class FrameDataset:
     def _iter_batches(self, order: torch.Tensor, batch_size: int, stop: int):
         for start in range(0, stop, batch_size):
             index = order[start : min(start + batch_size, stop)]
-            yield self.x[index].to(torch.float32), self.y[index]
+            x = self.x[index]
+            yield (x if x.dtype == torch.uint8 else x.to(torch.float32)), self.y[index]
 
     @classmethod
     def from_events(
@@ -250,11 +256,9 @@ class FrameDataset:
 
 def _choose(y: torch.Tensor, classes: int, n: int, seed: int, stratified: bool = True) -> torch.Tensor:
     """Sorted indices of ``n`` samples picked as :meth:`lfp_snn.data.ArrayDataset.subset` does."""
-    from ..data import _stratified_choice
-
     gen = torch.Generator().manual_seed(seed)
     if stratified:
-        index = _stratified_choice(y, classes, n, gen)
+        index = stratified_choice(y, classes, n, gen)
     else:
         index = torch.randperm(len(y), generator=gen)[:n]
     return torch.sort(index).values
@@ -471,13 +475,11 @@ def _emulated(
 
 
 def _image_source(name: str, folder: Path | None) -> Callable[[], Any]:
-    from .. import data
-
     if name == "emulated-digits":
-        return data.load_digits
+        return load_digits
     if name == "emulated-fashion-mnist":
-        return lambda: data.load_dataset(f"fashion-mnist:{folder}" if folder else "fashion-mnist")
-    return lambda: data.load_dataset(f"mnist:{folder}" if folder else "mnist")
+        return lambda: load_dataset(f"fashion-mnist:{folder}" if folder else "fashion-mnist")
+    return lambda: load_dataset(f"mnist:{folder}" if folder else "mnist")
 
 
 def load_event_dataset(

@@ -1,17 +1,21 @@
-"""``lfp-snn export nir|fpga``: write hardware artefacts from a checkpoint folder and prove them by running."""
+"""``lfp-snn export nir|fpga``: write hardware artefacts from a checkpoint folder and prove them by running
+(:mod:`lfp_snn.export`)."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import warnings
+
+ROUND_TRIP_STEPS = 25  # time steps of the random spike input that `export nir` runs through both models
 
 
 def _nir(a: argparse.Namespace) -> int:
     import torch
 
     from ..engine import run
-    from .nir_export import export_nir, import_nir, load_model
+    from ..export.nir_export import export_nir, import_nir, load_model
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -24,7 +28,7 @@ def _nir(a: argparse.Namespace) -> int:
     shape = next(p for n, p in model.named_parameters() if n.endswith("weight")).shape
     x = _probe_input(model, a.steps, shape)
     if a.convert_reset:
-        from .nir_export import convert_reset
+        from ..export.nir_export import convert_reset
 
         model = convert_reset(model, a.convert_reset, False)
     same = bool(torch.equal(run(model, x), run(back, x)))
@@ -36,7 +40,6 @@ def _probe_input(model, steps: int, first_weight_shape):
     import torch
 
     from ..models import ModelConfig
-    from .nir_export import load_model  # noqa: F401
 
     cfg = getattr(model, "_lfp_config", None)
     g = torch.Generator().manual_seed(0)
@@ -50,9 +53,9 @@ def _probe_input(model, steps: int, first_weight_shape):
 
 
 def _fpga(a: argparse.Namespace) -> int:
-    from .fixed_point import export_fpga
-    from .simulator import verify_bundle
-    from .verilog import iverilog_available, run_verilog_check
+    from ..export.fixed_point import export_fpga
+    from ..export.simulator import verify_bundle
+    from ..export.verilog import iverilog_available, run_verilog_check
 
     out = export_fpga(
         a.checkpoint,
@@ -76,22 +79,38 @@ def _fpga(a: argparse.Namespace) -> int:
     return 0 if report.get("verilog_bit_exact", True) else 1
 
 
-def add_commands(sub) -> None:
+def _defaults(fn) -> dict:
+    """Parameter name -> default of ``fn``: the export options take their defaults from the API."""
+    return {k: v.default for k, v in inspect.signature(fn).parameters.items() if v.default is not v.empty}
+
+
+def add_command(sub, help_text: str) -> None:
+    """Add the ``export`` subcommand with its kinds ``nir`` and ``fpga``."""
+    from ..export.fixed_point import DECAYS, export_fpga
+    from ..export.nir_export import export_nir
+
+    nir_d, fpga_d = _defaults(export_nir), _defaults(export_fpga)
     p = sub.add_parser(
         "export",
-        help="write a trained model to NIR (neuromorphic chips) or an FPGA bundle",
+        help=help_text,
         description="Export a checkpoint folder (config.json + model.pt from `lfp-snn train --out`).",
     )
     kinds = p.add_subparsers(dest="kind", required=True)
     n = kinds.add_parser("nir", help="NIR graph (Loihi 2/Lava, SpiNNaker2, Xylo, Speck, snntorch, norse)")
     n.add_argument("checkpoint", help="checkpoint folder")
     n.add_argument("--out", required=True, help="output .nir file")
-    n.add_argument("--dt", type=float, default=1e-3, help="time step in seconds for the continuous mapping")
+    n.add_argument(
+        "--dt",
+        type=float,
+        default=nir_d["dt"],
+        help=f"time step in seconds for the continuous mapping (default: {nir_d['dt']})",
+    )
     n.add_argument(
         "--maxpool",
-        default="error",
+        default=nir_d["maxpool"],
         choices=("error", "spiking"),
-        help="MaxPool2d has no NIR node: error, or an exact sum-pool + IF gate substitute on spikes",
+        help="MaxPool2d has no NIR node: error, or an exact sum-pool + IF gate substitute on spikes "
+        f"(default: {nir_d['maxpool']})",
     )
     n.add_argument(
         "--convert-reset",
@@ -99,23 +118,46 @@ def add_commands(sub) -> None:
         choices=("zero",),
         help="rewrite the neurons to reset-to-zero without delay (what NIR represents); fine-tune after",
     )
-    n.add_argument("--steps", type=int, default=25, help="steps of the round-trip check (default 25)")
+    n.add_argument(
+        "--steps",
+        type=int,
+        default=ROUND_TRIP_STEPS,
+        help=f"steps of the round-trip check (default {ROUND_TRIP_STEPS})",
+    )
     n.set_defaults(func=_nir)
     f = kinds.add_parser(
         "fpga", help="fixed-point bundle (.mem/.coe/.mif, C header, golden vectors, Verilog)"
     )
     f.add_argument("checkpoint", help="checkpoint folder (dense spiking MLP)")
     f.add_argument("--out", required=True, help="output folder (written atomically)")
-    f.add_argument("--weight-bits", type=int, default=8)
-    f.add_argument("--mem-bits", type=int, default=16)
-    f.add_argument("--beta-bits", type=int, default=8)
+    for name, what in (
+        ("weight_bits", "weight"),
+        ("mem_bits", "membrane, bias and threshold"),
+        ("beta_bits", "β fraction"),
+    ):
+        f.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            default=fpga_d[name],
+            help=f"bits of the {what} words (default: {fpga_d[name]})",
+        )
     f.add_argument(
         "--decay",
-        default="multiply",
-        choices=("multiply", "shift"),
-        help="membrane decay by a fixed-point multiply, or by a right shift (β ≈ 1 - 2^-k)",
+        default=fpga_d["decay"],
+        choices=DECAYS,
+        help=f"membrane decay by a fixed-point multiply, or by a right shift (β ≈ 1 - 2^-k) (default: {fpga_d['decay']})",
     )
-    f.add_argument("--samples", type=int, default=4, help="golden test vectors: samples")
-    f.add_argument("--steps", type=int, default=25, help="golden test vectors: time steps")
+    f.add_argument(
+        "--samples",
+        type=int,
+        default=fpga_d["samples"],
+        help=f"golden test vectors: samples (default: {fpga_d['samples']})",
+    )
+    f.add_argument(
+        "--steps",
+        type=int,
+        default=fpga_d["steps"],
+        help=f"golden test vectors: time steps (default: {fpga_d['steps']})",
+    )
     f.add_argument("--verilog", action="store_true", help="also run the Verilog LIF layer in iverilog")
     f.set_defaults(func=_fpga)

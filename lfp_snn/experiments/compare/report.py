@@ -1,0 +1,241 @@
+"""The comparison's report: results.csv, epochs.csv, results.json, results.md and four PNG figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+COLUMNS = (
+    "method",
+    "seed",
+    "test_accuracy",
+    "best_test_accuracy",
+    "train_accuracy",
+    "epoch_time_s",
+    "total_time_s",
+    "peak_memory_mib",
+    "memory_measure",
+    "spike_rate",
+    "sign_changed",
+)
+
+
+def _pct(f: float) -> str:
+    return f"{100 * f:g}"
+
+
+def flat_row(r: dict) -> dict:
+    """A result as one flat row: the scalar columns plus ``prune_<percent>`` accuracies."""
+    row = {k: r[k] for k in COLUMNS}
+    row.update({f"prune_{_pct(f)}": a for f, a in sorted(r["pruning"].items())})
+    return row
+
+
+def write_report(results: list[dict], out_dir: str | os.PathLike, meta: dict | None = None) -> list[Path]:
+    """Write results.csv, results.md, epochs.csv, results.json and the PNG figures; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [flat_row(r) for r in results]
+    fields = list(rows[0]) if rows else list(COLUMNS)
+    paths = [out / "results.csv", out / "epochs.csv", out / "results.json", out / "results.md"]
+    with open(paths[0], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    with open(paths[1], "w", newline="") as f:
+        keys = ["method", "seed", "epoch", "test_accuracy", "train_accuracy", "time_s", "train_spike_rate"]
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in results:
+            for e in r["epochs"]:
+                w.writerow({"method": r["method"], "seed": r["seed"], **e})
+    with open(paths[2], "w") as f:
+        json.dump({"meta": meta or {}, "results": results}, f, indent=1, default=str)
+    paths[3].write_text(markdown(results, meta))
+    return paths + plot_results(results, out)
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "nan"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def markdown(results: list[dict], meta: dict | None = None) -> str:
+    """The Markdown report: settings, one row per run, a per-method summary and the figures."""
+    lines = ["# Method comparison", ""]
+    for k, v in (meta or {}).items():
+        lines.append(f"- {k}: {v}")
+    kinds = sorted({r["memory_measure"] for r in results})
+    lines += [
+        f"- peak memory (MiB): {', '.join(kinds) or 'n/a'} while training; the test evaluation between "
+        "epochs is excluded, and a one-batch warm-up runs before each measured run",
+        "- accuracy, spike rate and pruning are evaluated on the test set with lfp-snn's engine",
+        "- sign changed: share of weights whose sign differs from the initial weights",
+        "- prune p%: test accuracy after zeroing the p% smallest |w| in every Linear/Conv layer",
+        "",
+        "## Runs",
+        "",
+    ]
+    fractions = sorted({f for r in results for f in r["pruning"]})
+    head = [
+        "method",
+        "seed",
+        "test acc",
+        "best acc",
+        "s/epoch",
+        "peak MiB",
+        "spike rate",
+        "sign changed",
+        *[f"prune {_pct(f)}%" for f in fractions],
+    ]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [
+            r["method"],
+            str(r["seed"]),
+            _fmt(r["test_accuracy"]),
+            _fmt(r["best_test_accuracy"]),
+            _fmt(r["epoch_time_s"], 3),
+            _fmt(r["peak_memory_mib"], 1),
+            _fmt(r["spike_rate"]),
+            _fmt(r["sign_changed"]),
+            *[_fmt(r["pruning"].get(f, math.nan)) for f in fractions],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Per method (mean ± std over seeds)", ""]
+    head = ["method", "seeds", "test acc", "s/epoch", "peak MiB", "spike rate", "sign changed", "prune 90%"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, rs in _by_method(results).items():
+        cells = [
+            method,
+            str(len(rs)),
+            _mean_std([r["test_accuracy"] for r in rs], 4),
+            _mean_std([r["epoch_time_s"] for r in rs], 3),
+            _mean_std([r["peak_memory_mib"] for r in rs], 1),
+            _mean_std([r["spike_rate"] for r in rs], 4),
+            _mean_std([r["sign_changed"] for r in rs], 4),
+            _mean_std([r["pruning"].get(0.9, math.nan) for r in rs], 4),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Figures",
+        "",
+        "![test accuracy per epoch](accuracy.png)",
+        "",
+        "![time per epoch](time.png)",
+        "",
+        "![accuracy under magnitude pruning](pruning.png)",
+        "",
+        "![memory, spike rate, sign changes](summary.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _by_method(results: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in results:
+        out.setdefault(r["method"], []).append(r)
+    return out
+
+
+def plot_results(results: list[dict], out_dir: str | os.PathLike) -> list[Path]:
+    """accuracy.png, time.png, pruning.png and summary.png (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    out = Path(out_dir)
+    groups = _by_method(results)
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(groups)}
+    paths = []
+
+    def per_epoch(key: str, ylabel: str, title: str, file: str) -> None:
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+        for method, rs in groups.items():
+            for r in rs:
+                xs = [e["epoch"] for e in r["epochs"]]
+                ax.plot(xs, [e[key] for e in r["epochs"]], color=colors[method], alpha=0.3, lw=1)
+            mean = _mean_curve([[e[key] for e in r["epochs"]] for r in rs])
+            ax.plot(range(1, len(mean) + 1), mean, color=colors[method], lw=2, marker="o", ms=4, label=method)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / file)
+        plt.close(fig)
+        paths.append(out / file)
+
+    seeds = sorted({r["seed"] for r in results})
+    note = f" (mean of seeds {seeds}; thin: single seeds)" if len(seeds) > 1 else f" (seed {seeds[0]})"
+    per_epoch("test_accuracy", "test accuracy", "Test accuracy per epoch" + note, "accuracy.png")
+    per_epoch("time_s", "seconds", "Training wall time per epoch" + note, "time.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for method, rs in groups.items():
+        fr = sorted(rs[0]["pruning"])
+        acc = [[r["pruning"][f] for f in fr] for r in rs]
+        mean = [statistics.fmean(col) for col in zip(*acc)]
+        err = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*acc)]
+        ax.errorbar(
+            [100 * f for f in fr], mean, yerr=err, color=colors[method], marker="o", ms=4, lw=2, capsize=3
+        )
+        ax.plot([], [], color=colors[method], lw=2, label=method)
+    ax.set_xlabel("weights removed per layer by |w| (%)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy under magnitude pruning")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "pruning.png")
+    plt.close(fig)
+    paths.append(out / "pruning.png")
+
+    kinds = sorted({r["memory_measure"] for r in results})
+    panels = [
+        ("peak_memory_mib", f"peak memory (MiB)\n{', '.join(kinds)}"),
+        ("spike_rate", "mean spike rate\n(test set, spikes / neuron / step)"),
+        ("sign_changed", "weights with changed sign\n(share of all weights)"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), dpi=120)
+    names = list(groups)
+    for ax, (key, label) in zip(axes, panels):
+        vals = [[r[key] for r in groups[m]] for m in names]
+        means = [statistics.fmean(v) for v in vals]
+        errs = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals]
+        ax.bar(range(len(names)), means, yerr=errs, color=[colors[m] for m in names], capsize=3)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=25, ha="right")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(out / "summary.png")
+    plt.close(fig)
+    paths.append(out / "summary.png")
+    return paths
+
+
+def _mean_curve(curves: list[list[float]]) -> list[float]:
+    n = min((len(c) for c in curves), default=0)
+    return [statistics.fmean(c[i] for c in curves) for i in range(n)]

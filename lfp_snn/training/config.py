@@ -1,0 +1,168 @@
+"""The training config: every option of a run besides the model and the data, with its default.
+
+The defaults here are the only ones: the command line (``lfp-snn train``, ``compare``, ``sweep``) takes its
+defaults from these fields, and the docs quote them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..homeostasis import MODES as HOMEOSTASIS_MODES
+from ..homeostasis import Homeostasis
+from ..rules import ACTIVITIES, MembraneShare
+from .methods import METHODS, PRECISIONS
+from .schedules import NOISE_SCHEDULES, SCHEDULES
+from .updates import CLIPS, OPTIMIZERS
+
+METRICS_FORMATS = ("jsonl", "csv")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides the model and the data; a run is reproducible from it."""
+
+    method: str = "lfp"  # lfp | gradient | bptt-snntorch | bptt-norse (lfp_snn.training.METHODS)
+    rule: str = "epsilon"  # LFP rule or composite preset
+    reward: str = "auto"  # auto: sequence reward for SNNs, sigmoid reward (Eq. 7) for ANNs
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 512
+    seed: int = 0
+    steps: int = 10  # T for spiking models
+    encoder: str = "constant"
+    clip: str = "none"
+    clip_value: float = 1.0  # max global norm (norm) or the ratio λ (agc)
+    input_noise: float = 0.0  # std of Gaussian noise on the inputs of parametric layers while training
+    noise_schedule: str = "constant"  # constant | linear | cosine: input_noise's scale over the epochs
+    # LFP-ε, membrane-aware (lfp_snn.rules.membrane_share): silent steps near the threshold share the reward; 0 = off
+    membrane_share: float = 0.0  # λ: share in the reward passed down, R_in = (S + λ a) ⊙ (g W)
+    membrane_share_weight: float = 0.0  # λ_W: share in the weight feedback, F_W = |W| ⊙ (gᵀ (S + λ_W a))
+    membrane_activity: str = "power"  # a = (1 - S) clamp(V/θ, 0, 1)^k (power) or (1 - S) σ((V - θ)/(τθ))
+    membrane_power: float = 1.0  # k
+    membrane_tau: float = 0.25  # τ (sigmoid), in units of θ
+    # homeostasis (lfp_snn.homeostasis): after each step, excite neurons firing below a target rate; 0 = off
+    homeostasis: float = 0.0  # η: largest relative threshold change (or bias step in units of θ) per step
+    homeostasis_target: float = 0.005  # r*: target spikes per neuron per step
+    homeostasis_mode: str = "threshold"  # threshold | bias
+    homeostasis_min_threshold: float = 0.1  # θ never goes below this fraction of its initial value
+    eps: float = 1e-6
+    feedback_precision: str = "float32"  # float32 | bfloat16: precision of the LFP feedback GEMMs
+    micro_batch: int | None = None  # LFP: run each batch in slices of this many samples (less memory)
+    recompute: bool = False  # LFP: keep spikes only, recompute currents and membranes in the feedback
+    time_chunk: int | None = None  # LFP, SNN: feedback in stretches of this many steps (least memory)
+    progress: bool = True  # a progress bar per epoch (only where stderr is a terminal)
+    metrics_format: str = "jsonl"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # older configs kept the noise schedule in extra["noise_schedule"]: move it to the field
+        if "noise_schedule" in self.extra:
+            extra = dict(self.extra)
+            old = extra.pop("noise_schedule")
+            if self.noise_schedule not in ("constant", old):
+                raise ValueError(
+                    f"noise_schedule={self.noise_schedule!r} and extra['noise_schedule']={old!r} disagree; "
+                    "set the noise_schedule field only"
+                )
+            self.noise_schedule, self.extra = old, extra
+
+    def membrane(self) -> MembraneShare | None:
+        """The membrane-aware ε options, or None when off (the reference rule)."""
+        share = MembraneShare(
+            self.membrane_share,
+            self.membrane_share_weight,
+            self.membrane_activity,
+            self.membrane_power,
+            self.membrane_tau,
+        )
+        return share if share.active else None
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad value (or pair of values that do not go together)."""
+        checks = [
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
+            (self.clip in CLIPS, f"clip must be one of {CLIPS}, got {self.clip!r}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be > 0, got {self.lr}"),
+            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.steps >= 1, f"steps (T) must be >= 1, got {self.steps}"),
+            (self.clip_value > 0, f"clip_value must be > 0, got {self.clip_value}"),
+            (self.input_noise >= 0, f"input_noise must be >= 0, got {self.input_noise}"),
+            (
+                self.noise_schedule in NOISE_SCHEDULES,
+                f"noise_schedule must be one of {NOISE_SCHEDULES}, got {self.noise_schedule!r}",
+            ),
+            (
+                self.membrane_activity in ACTIVITIES,
+                f"membrane_activity must be one of {ACTIVITIES}, got {self.membrane_activity!r}",
+            ),
+            (self.homeostasis >= 0, f"homeostasis (η) must be >= 0, got {self.homeostasis}"),
+            (
+                self.homeostasis_mode in HOMEOSTASIS_MODES,
+                f"homeostasis_mode must be one of {HOMEOSTASIS_MODES}, got {self.homeostasis_mode!r}",
+            ),
+            (
+                self.metrics_format in METRICS_FORMATS,
+                f"metrics_format must be one of {METRICS_FORMATS}, got {self.metrics_format!r}",
+            ),
+            (
+                self.feedback_precision in PRECISIONS,
+                f"feedback_precision must be one of {sorted(PRECISIONS)}, got {self.feedback_precision!r}",
+            ),
+            (self.method in METHODS, f"unknown method {self.method!r}; expected one of {sorted(METHODS)}"),
+            (
+                self.micro_batch is None or (isinstance(self.micro_batch, int) and self.micro_batch >= 1),
+                f"micro_batch must be an integer >= 1 or None, got {self.micro_batch!r}",
+            ),
+            (
+                self.time_chunk is None or (isinstance(self.time_chunk, int) and self.time_chunk >= 1),
+                f"time_chunk must be an integer >= 1 or None, got {self.time_chunk!r}",
+            ),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        lfp_only = {
+            "micro_batch": self.micro_batch,
+            "recompute": self.recompute or None,
+            "time_chunk": self.time_chunk,
+            "input_noise": self.input_noise or None,
+        }
+        used = [k for k, v in lfp_only.items() if v is not None]
+        if used and self.method != "lfp":
+            raise ValueError(
+                f"{', '.join(used)}: options of the LFP engine; method {self.method!r} does not use them"
+            )
+        if self.time_chunk is not None and self.input_noise > 0:
+            raise ValueError(
+                f"time_chunk cannot be combined with input_noise={self.input_noise} (the second forward pass "
+                "of each stretch would draw other noise); use micro_batch to save memory instead"
+            )
+        if self.membrane() is not None and self.method != "lfp":
+            raise ValueError(f"membrane_share is an option of LFP-ε; method {self.method!r} does not use it")
+        if self.homeostasis > 0:
+            self.homeostasis_rule()  # checks its ranges
+            if self.homeostasis_mode == "threshold" and self.method != "lfp":
+                raise ValueError(
+                    f"homeostasis_mode 'threshold' changes lfp-snn's LIF thresholds, which method "
+                    f"{self.method!r} copies once into its own neurons; use homeostasis_mode 'bias'"
+                )
+
+    def homeostasis_rule(self) -> Homeostasis | None:
+        """The homeostasis hook, or None when off."""
+        if self.homeostasis == 0:
+            return None
+        return Homeostasis(
+            self.homeostasis,
+            self.homeostasis_target,
+            min_threshold=self.homeostasis_min_threshold,
+            mode=self.homeostasis_mode,
+        )
