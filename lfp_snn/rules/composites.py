@@ -43,14 +43,19 @@ class Composite:
         )
 
 
+NORM = (nn.BatchNorm1d, nn.BatchNorm2d)  # the presets give normalisation layers the ε rule (their only one)
+
+
 def _uniform(rule: Callable[[float], Rule]) -> Callable[[float], Composite]:
-    return lambda eps: Composite(default=rule(eps))
+    return lambda eps: Composite(by_type={t: Epsilon(eps) for t in NORM}, default=rule(eps))
 
 
 def _mixed(dense: Callable[[float], Rule], conv: Callable[[float], Rule]) -> Callable[[float], Composite]:
     def make(eps: float) -> Composite:
         c = conv(eps)
-        return Composite(by_type={nn.Linear: dense(eps), **{t: c for t in CONV}})
+        return Composite(
+            by_type={nn.Linear: dense(eps), **{t: c for t in CONV}, **{t: Epsilon(eps) for t in NORM}}
+        )
 
     return make
 
@@ -61,7 +66,7 @@ def _ab(eps: float) -> Rule:
 
 _PRESETS: dict[str, Callable[[float], Composite]] = {
     "epsilon": _uniform(Epsilon),
-    "zero": lambda eps: Composite(default=Epsilon(0.0)),
+    "zero": lambda eps: _uniform(Epsilon)(0.0),
     "zplus-zminus": _uniform(ZPlusZMinus),
     "alpha2-beta1": _uniform(_ab),
     "epsilon-zplus-zminus": _mixed(Epsilon, ZPlusZMinus),

@@ -17,6 +17,7 @@ from ...neurons import LIF, AdaptiveLIF, CubaLIF, RecurrentLIF
 from ...ops import PARAMETRIC
 from .adaptive import AdaptiveLIFHandler
 from .base import Back, Handler
+from .batchnorm import BatchNormHandler
 from .cuba import CubaLIFHandler
 from .elementwise import (
     ACTIVATIONS,
@@ -55,6 +56,8 @@ def _default_modules() -> dict[type, Handler]:
             nn.Flatten: shape,
             nn.Unflatten: shape,
             nn.Dropout: DropoutHandler(),
+            nn.BatchNorm1d: BatchNormHandler(),
+            nn.BatchNorm2d: BatchNormHandler(),
         }
     )
     return table
