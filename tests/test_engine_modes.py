@@ -350,3 +350,54 @@ def test_sparse_uint8_input_gives_the_feedback_of_the_float_input(kw, rule, coun
     assert isinstance(trace.record("0").x, SparseRows)
     off = lfp_snn.forward_trace(m, x, plan=lfp_snn.FeedbackPlan(sparse_input="off"))
     assert isinstance(off.record("0").x, Spikes)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_spikes_through_maxpool_route_the_reward_as_torchs_argmax(k):
+    """The uint8 spike path of MaxPool2d (OR over a window, reward to its first spike) is torch's max pooling
+    with its arg-max on 0/1 values, ties and empty windows included."""
+    from lfp_snn.engine.handlers.pooling import MaxPoolHandler
+
+    g = torch.Generator().manual_seed(k)
+    x = (torch.rand(5, 3, 6 * k, 4 * k, generator=g) < 0.3).to(torch.uint8)
+    x[0, 0] = 0  # windows without spikes
+    x[1, 1] = 1  # windows full of ties
+    y, idx = torch.nn.functional.max_pool2d(x.double(), k, return_indices=True)
+    r = torch.randn(y.shape, dtype=torch.float64, generator=g)
+    want = torch.zeros(5, 3, x.shape[2] * x.shape[3], dtype=torch.float64)
+    want.scatter_add_(2, idx.flatten(2), r.flatten(2))
+    got = MaxPoolHandler._route_to_first_spike(r, x, k)
+    assert torch.equal(got, want.reshape(x.shape))
+    assert torch.equal(torch.amax(x.view(5, 3, 6, k, 4, k), dim=(3, 5)).double(), y)
+
+
+def test_spikes_reach_maxpool_as_uint8():
+    m = _snn(True)
+    x, y = _inputs(True, constant=False)
+    trace = lfp_snn.forward_trace(m, x)
+    rec = trace.record("2")  # the MaxPool2d after the first LIF
+    assert rec.spikes is not None and rec.spikes.dtype == torch.uint8 and rec.indices is None
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_spike_pooling_is_the_torch_path(k, dtype):
+    from lfp_snn.engine.handlers.pooling import MaxPoolHandler
+    from lfp_snn.kernels import native_scan
+
+    g = torch.Generator().manual_seed(k)
+    x = (torch.rand(4, 3, 5 * k, 2 * k, generator=g) < 0.3).to(torch.uint8)
+    x[0, 0] = 0
+    x[1, 1] = 1
+    y = native_scan.spike_pool_forward(x, k)
+    assert torch.equal(y, torch.amax(x.view(4, 3, 5, k, 2, k), dim=(3, 5)))
+    r = torch.randn(y.shape, dtype=dtype, generator=g)
+    assert torch.equal(native_scan.spike_pool_backward(r, x, k), MaxPoolHandler._route_to_first_spike(r, x, k))
+
+
+def test_event_counts_through_maxpool_take_the_max_not_the_or():
+    """uint8 counts (not 0/1) are pooled by value (the spike path is for 0/1 only)."""
+    m = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 3)).double()
+    x = torch.tensor([[[[1, 3, 0, 0], [2, 0, 0, 1], [0, 0, 2, 2], [0, 0, 2, 1]]]], dtype=torch.uint8)
+    out = lfp_snn.run(m, x)
+    torch.testing.assert_close(out, m[2](torch.tensor([[3.0, 1.0, 0.0, 2.0]], dtype=torch.float64)))

@@ -176,3 +176,64 @@ int lif_native_block(void) { return LIF_BLOCK; }
 
 LIF_DEFINE(float, f32, fabsf)
 LIF_DEFINE(double, f64, fabs)
+
+/* Max pooling of 0/1 spikes (uint8) over non-overlapping k x k windows, for planes [p0, p1) of [P, H, W]
+ * (H and W multiples of k). Forward: the OR of each window. Backward: the reward of each window goes to its
+ * first spike in row-major order, or to its first position when it has none (torch's arg-max on 0/1
+ * values); every other position gets 0. */
+void spike_pool_forward(const uint8_t *x, uint8_t *y, int64_t H, int64_t W, int64_t k, int64_t p0, int64_t p1)
+{
+    const int64_t Ho = H / k, Wo = W / k;
+    for (int64_t p = p0; p < p1; ++p) {
+        const uint8_t *xp = x + p * H * W;
+        uint8_t *yp = y + p * Ho * Wo;
+        for (int64_t oh = 0; oh < Ho; ++oh) {
+            uint8_t *yr = yp + oh * Wo;
+            for (int64_t ow = 0; ow < Wo; ++ow)
+                yr[ow] = 0;
+            for (int64_t i = 0; i < k; ++i) {
+                const uint8_t *row = xp + (oh * k + i) * W;
+                for (int64_t ow = 0; ow < Wo; ++ow) {
+                    uint8_t v = 0;
+                    for (int64_t j = 0; j < k; ++j)
+                        v |= row[ow * k + j];
+                    yr[ow] |= v;
+                }
+            }
+        }
+    }
+}
+
+#define SPIKE_POOL_BACKWARD(REAL, SUF)                                                                     \
+    void spike_pool_backward_##SUF(const REAL *r, const uint8_t *x, REAL *out, int64_t H, int64_t W,       \
+                                   int64_t k, int64_t p0, int64_t p1)                                      \
+    {                                                                                                      \
+        const int64_t Ho = H / k, Wo = W / k;                                                              \
+        for (int64_t p = p0; p < p1; ++p) {                                                                \
+            const uint8_t *xp = x + p * H * W;                                                             \
+            const REAL *rp = r + p * Ho * Wo;                                                              \
+            REAL *op = out + p * H * W;                                                                    \
+            for (int64_t q = 0; q < H * W; ++q)                                                            \
+                op[q] = (REAL)0;                                                                           \
+            for (int64_t oh = 0; oh < Ho; ++oh) {                                                          \
+                for (int64_t ow = 0; ow < Wo; ++ow) {                                                      \
+                    int64_t first = (oh * k) * W + ow * k;                                                 \
+                    int found = 0;                                                                         \
+                    for (int64_t i = 0; i < k && !found; ++i) {                                            \
+                        const int64_t row = (oh * k + i) * W + ow * k;                                     \
+                        for (int64_t j = 0; j < k; ++j) {                                                  \
+                            if (xp[row + j]) {                                                             \
+                                first = row + j;                                                           \
+                                found = 1;                                                                 \
+                                break;                                                                     \
+                            }                                                                              \
+                        }                                                                                  \
+                    }                                                                                      \
+                    op[first] = rp[oh * Wo + ow];                                                          \
+                }                                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+    }
+
+SPIKE_POOL_BACKWARD(float, f32)
+SPIKE_POOL_BACKWARD(double, f64)

@@ -186,6 +186,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         fb.restype = None
     lib.lif_native_block.argtypes = []
     lib.lif_native_block.restype = ctypes.c_int
+    lib.spike_pool_forward.argtypes = [p, p, i64, i64, i64, i64, i64]
+    lib.spike_pool_forward.restype = None
+    for suffix in ("f32", "f64"):
+        bwd = getattr(lib, f"spike_pool_backward_{suffix}")
+        bwd.argtypes = [p, p, p, i64, i64, i64, i64, i64]
+        bwd.restype = None
 
 
 def load() -> ctypes.CDLL:
@@ -401,3 +407,48 @@ def lif_feedback_scan(
         )
         _run(fn, before, (int(reset == "subtract"), int(bool(reset_delay))), T, M)
     return output(out, g, direct)
+
+
+# --------------------------------------------------------------------------------------------------------
+# max pooling of spikes
+# --------------------------------------------------------------------------------------------------------
+
+
+def _run_planes(fn, args: tuple, planes: int, per_plane: int) -> None:
+    """``fn(*args, p0, p1)`` over [0, planes), split over torch's threads for large problems."""
+    threads = torch.get_num_threads()
+    parts = min(threads, planes)
+    if parts <= 1 or planes * per_plane < PARALLEL_MIN_ELEMENTS:
+        fn(*args, 0, planes)
+        return
+    bounds = [planes * i // parts for i in range(parts + 1)]
+    pool = _pool(parts - 1)
+    futures = [pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+    try:
+        fn(*args, bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()
+
+
+def spike_pool_forward(x: Tensor, k: int) -> Tensor:
+    """Max pooling of 0/1 uint8 spikes [N, C, H, W] over non-overlapping k x k windows: the OR of each."""
+    lib = load()
+    x = x.contiguous()
+    n, c, h, w = x.shape
+    y = x.new_empty((n, c, h // k, w // k))
+    _run_planes(lib.spike_pool_forward, (x.data_ptr(), y.data_ptr(), h, w, k), n * c, h * w)
+    return y
+
+
+def spike_pool_backward(r: Tensor, spikes: Tensor, k: int) -> Tensor:
+    """The reward r [N, C, H/k, W/k] routed to the first spike of each window (its first position when it
+    has none), zero elsewhere: [N, C, H, W] in r's dtype."""
+    _check_dtype(r, "the reward")
+    lib = load()
+    r, spikes = r.contiguous(), spikes.contiguous()
+    n, c, h, w = spikes.shape
+    out = r.new_empty((n, c, h, w))
+    fn = lib.spike_pool_backward_f32 if r.dtype == torch.float32 else lib.spike_pool_backward_f64
+    _run_planes(fn, (r.data_ptr(), spikes.data_ptr(), out.data_ptr(), h, w, k), n * c, h * w)
+    return out

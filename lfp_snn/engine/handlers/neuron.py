@@ -12,12 +12,16 @@ from torch import Tensor
 from ..activations import Normalized, Reward
 from .base import Back, Handler
 
+# readers that take uint8 spikes as they are: Linear converts a block of rows at a time, MaxPool2d pools them
+# as 0/1 (lfp_snn.engine.handlers.pooling)
+_READS_UINT8 = (torch.nn.Linear, torch.nn.MaxPool2d)
+
 
 @dataclass(frozen=True)
 class NeuronSetup:
     g_below: bool  # the input is a Linear/Conv output read only here: hand it g
     recompute: bool  # keep no potential: make the current again from the layer below in the feedback
-    uint8_spikes: bool  # every reader converts uint8 spikes itself (Linear layers)
+    uint8_spikes: bool  # every reader takes uint8 spikes (Linear, MaxPool2d)
     backend: str
     eps: float
 
@@ -38,7 +42,7 @@ class NeuronHandler(Handler):
         return NeuronSetup(
             g_below=below is not None,
             recompute=self.recomputes and env.plan.storage == "recompute" and below is not None,
-            uint8_spikes=bool(users) and all(type(u.target) is torch.nn.Linear for u in users),
+            uint8_spikes=bool(users) and all(type(u.target) in _READS_UINT8 for u in users),
             backend=env.backend_for(m),
             eps=env.eps,
         )
