@@ -450,3 +450,29 @@ def test_a_layer_called_twice_gets_both_calls_feedback():
     assert [n.name for n in g.nodes[1:]] == ["fc", "relu", "fc#2", "out"]
     fb = lfp_snn.feedback(net, torch.rand(3, 4, dtype=DT), torch.tensor([0, 1, 2]), "sigmoid")
     assert fb["fc.weight"].shape == (4, 4) and fb["fc.weight"].abs().max() > 0
+
+
+class MaxMerge(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(5, 4), nn.Linear(5, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.out(torch.max(self.a(x), self.b(x)))
+
+
+def test_the_maximum_of_two_branches_routes_the_reward_to_the_larger():
+    net = _scaled(MaxMerge, 1.0)
+    x = torch.rand(6, 5, dtype=DT)
+    R = torch.randn(6, 3, dtype=DT)
+    res = lfp_snn.feedback_result(net, x, torch.zeros(6, dtype=torch.long), lambda o, y: R, input_reward=True)
+    with torch.no_grad():
+        za, zb = net.a(x), net.b(x)
+        h = torch.maximum(za, zb)
+        r_h = h * ((R / _stab(net.out(h), EPS)) @ net.out.weight)
+        wins = za >= zb  # ties: the first argument, as max pooling's first maximum
+        ga, gb = r_h * wins / _stab(za, EPS), r_h * ~wins / _stab(zb, EPS)
+    assert wins.any() and (~wins).any()
+    torch.testing.assert_close(res.feedback["a.weight"], net.a.weight.abs() * (ga.T @ x))
+    torch.testing.assert_close(res.feedback["b.weight"], net.b.weight.abs() * (gb.T @ x))
+    torch.testing.assert_close(res.input_reward, x * (ga @ net.a.weight) + x * (gb @ net.b.weight))

@@ -28,7 +28,7 @@ from .elementwise import (
     ScaleHandler,
 )
 from .lif import LIFHandler
-from .merge import AddHandler, CatHandler
+from .merge import AddHandler, CatHandler, MaxHandler
 from .parametric import AffineHandler
 from .pooling import AvgPoolHandler, MaxPoolHandler
 from .recurrent import RecurrentLIFHandler
@@ -69,6 +69,9 @@ def _default_functions() -> dict[Any, Handler]:
     for key in (operator.add, operator.iadd, torch.add, "add", "__add__"):
         table[key] = add
     table[torch.cat] = CatHandler()
+    maximum = MaxHandler()
+    for key in (torch.max, torch.maximum, "maximum"):
+        table[key] = maximum
     flatten, reshape = ShapeFunctionHandler("flatten"), ShapeFunctionHandler("reshape / view")
     for key in (torch.flatten, "flatten"):
         table[key] = flatten

@@ -8,6 +8,10 @@ the stabiliser):
 (R_a + R_b = z ⊙ R / stabilize(z) → R as ε → 0). A tensor read by two nodes (a fork, e.g. the skip branch)
 receives the sum of the rewards that come back along both; the engine adds them.
 
+Element-wise maximum z = max(a, b) (``torch.max(a, b)``, ``torch.maximum``; for spikes the OR, the residual
+merge of the reference's ResNet-like SNN): the reward goes to the larger branch, to ``a`` on ties, as max
+pooling routes it to its first maximum.
+
 Concatenation z = cat(a, b, ...; dim): the reward is split along ``dim`` back to the pieces.
 Branches whose layouts differ (one the same at every step, one time-resolved) are merged time-resolved.
 """
@@ -84,6 +88,52 @@ class AddHandler(Handler):
             total = parts[0] if len(parts) == 1 else parts[0] + parts[1]
             out.append(Reward(total, rec.constant, True))
         return Back(tuple(out))
+
+
+@dataclass
+class MaxRecord:
+    a_wins: Tensor  # bool: a >= b
+    constant: bool
+
+
+class MaxHandler(Handler):
+    """torch.max(a, b) / torch.maximum(a, b) of two tensors of the same shape."""
+
+    def names(self) -> list[str]:
+        return ["torch.max(a, b)", "torch.maximum"]
+
+    def forward(self, node, inputs, ctx):
+        args, kwargs = ctx.resolve(node)
+        if len(args) != 2 or not all(isinstance(v, Act) for v in args) or kwargs:
+            raise ValueError(
+                f"{node.describe()} is supported as the element-wise maximum of two tensors; got arguments "
+                f"{[type(v).__name__ for v in args]}{' and ' + str(sorted(kwargs)) if kwargs else ''}"
+            )
+        (a, b), constant = _aligned(list(args), ctx.steps)
+        if a.value.shape != b.value.shape:
+            raise ValueError(
+                f"{node.describe()} takes the maximum of shapes {list(a.value.shape)} and {list(b.value.shape)}; "
+                "expected equal shapes"
+            )
+        if a.value.dtype == b.value.dtype == torch.uint8:
+            wins, z = a.value >= b.value, torch.maximum(a.value, b.value)
+        else:
+            av, bv = a.float(ctx.dtype), b.float(ctx.dtype)
+            wins, z = av >= bv, torch.maximum(av, bv)
+        rec = MaxRecord(wins, constant) if ctx.keep else None
+        return Act(z, constant, a.binary and b.binary), rec
+
+    def reverse(self, node, rec: MaxRecord, msg, ctx) -> Back:
+        r = msg.value
+        args, _ = ctx.resolve_refs(node)
+        acc: dict[int, Tensor] = {}
+        for ref, part in zip(args, (r * rec.a_wins, r * ~rec.a_wins)):
+            k = node.inputs.index(ref.index)
+            if ctx.wants(node, k):
+                acc[k] = part if k not in acc else acc[k] + part
+        return Back(
+            tuple(Reward(acc[k], rec.constant, True) if k in acc else None for k in range(len(node.inputs)))
+        )
 
 
 @dataclass
