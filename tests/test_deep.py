@@ -10,13 +10,7 @@ from torch import nn
 import lfp_snn
 from lfp_snn.deep import ResNetSNN, SEWBlock, deeper_snn, sew_resnet, vgg_snn
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lif():

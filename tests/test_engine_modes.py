@@ -14,13 +14,7 @@ from lfp_snn.encoders import constant_encode, rate_encode
 from lfp_snn.experiments.memory import tensor_peak_mib
 from lfp_snn.ops import Dense, LinearOp, SparseRows, Spikes
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _snn(conv: bool, rule_seed: int = 0, reset="subtract", delay=True):

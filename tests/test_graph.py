@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_snn_literal import _lif_step
 from torch import nn
 
 import lfp_snn
@@ -21,12 +22,7 @@ DT = torch.float64
 EPS = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _stab(z, eps):
@@ -188,22 +184,6 @@ class SewBlock(nn.Module):
         s1 = self.lif1(self.fc1(x))
         s2 = self.lif2(self.fc2(s1))
         return self.lif3(self.fc3(s1 + s2))
-
-
-def _lif_step(u_prev, i_t, beta, thr, reset, delay):
-    """One documented LIF step: (spikes, U_t, P_t, Ũ_t)."""
-    if delay:
-        fired = (u_prev > thr).to(DT)
-        p = u_prev if reset == "subtract" else u_prev * (1 - fired)
-        pre = beta * p + i_t
-        u = pre - thr * fired if reset == "subtract" else pre
-        s = (u > thr).to(DT)
-    else:
-        p = u_prev
-        pre = beta * p + i_t
-        s = (pre > thr).to(DT)
-        u = pre - thr * s if reset == "subtract" else pre * (1 - s)
-    return s, u, p, pre
 
 
 def literal_sew(net: SewBlock, xs, reward_fn, eps=EPS):

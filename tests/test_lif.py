@@ -13,14 +13,7 @@ from torch import nn
 import lfp_snn
 from lfp_snn import LIF, LIFParameters, LIFState, lif_scan
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 DT = torch.float64

@@ -29,12 +29,7 @@ DTYPES = (torch.float32, torch.float64)
 B, N = 3, 37  # one step: M = 111 neurons, not a multiple of the block
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -22,12 +22,7 @@ EPS = 1e-6
 RESETS = [("subtract", True), ("subtract", False), ("zero", True), ("zero", False)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _stab(z, eps=EPS):

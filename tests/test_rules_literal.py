@@ -31,13 +31,7 @@ from lfp_snn import AlphaBeta, Composite, Epsilon, Heaviside, ZPlusZMinus
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 convolutions are ~1000x slower with 2 OpenMP threads on a busy machine; one is plenty."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -36,13 +36,7 @@ class AdaptiveLIFHandler(NeuronHandler):
         check_adaptive_parameters(m.parameters_)
 
     def setup(self, node, env) -> NeuronSetup:
-        s = super().setup(node, env)
-        if s.backend not in ("auto", "torch"):
-            raise ValueError(
-                f"{node.describe()} has backend {s.backend!r}; the adaptive LIF's scans exist for the torch "
-                "backend only: use backend='torch' (or 'auto')"
-            )
-        return s
+        return self.torch_only(node, super().setup(node, env), "adaptive LIF's")
 
     def forward(self, node, inputs, ctx):
         (a,) = inputs

@@ -51,6 +51,16 @@ class NeuronHandler(Handler):
         """Raise for parameters out of range (the module's own check)."""
 
     @staticmethod
+    def torch_only(node, setup: NeuronSetup, what: str) -> NeuronSetup:
+        """``setup``, or an error naming the node where a backend other than torch/auto was asked for."""
+        if setup.backend not in ("auto", "torch"):
+            raise ValueError(
+                f"{node.describe()} has backend {setup.backend!r}; the {what} scans exist for the torch backend "
+                "only: use backend='torch' (or 'auto')"
+            )
+        return setup
+
+    @staticmethod
     def current(a, dt: torch.dtype, steps: int) -> Tensor:
         """The input current: [T, B, ...] rows in time, or the constant [B, ...]."""
         x = a.float(dt)

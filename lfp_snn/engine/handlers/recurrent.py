@@ -41,13 +41,7 @@ class RecurrentLIFHandler(NeuronHandler):
         check_recurrent_weight(m.weight, m.features)
 
     def setup(self, node, env) -> NeuronSetup:
-        s = super().setup(node, env)
-        if s.backend not in ("auto", "torch"):
-            raise ValueError(
-                f"{node.describe()} has backend {s.backend!r}; the recurrent LIF's scans exist for the torch "
-                "backend only: use backend='torch' (or 'auto')"
-            )
-        return s
+        return self.torch_only(node, super().setup(node, env), "recurrent LIF's")
 
     def forward(self, node, inputs, ctx):
         (a,) = inputs
