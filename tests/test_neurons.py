@@ -380,3 +380,23 @@ def test_if_neurons_work_in_all_of_them():
         xs, R = _data()
         fb = lfp_snn.feedback(net, xs * 3, torch.zeros(3, dtype=torch.long), lambda o, y, R=R: R)
         assert fb["0.weight"].abs().max() > 0, kind
+
+
+@pytest.mark.parametrize(
+    "neuron, what",
+    [
+        (lambda: AdaptiveLIF(backend="native"), "adaptive LIF's"),
+        (lambda: RecurrentLIF(10, backend="native"), "recurrent LIF's"),
+    ],
+)
+def test_a_backend_without_kernels_for_the_neuron_is_named(neuron, what):
+    net = SpikingSequential(nn.Linear(6, 10), neuron(), nn.Linear(10, 4), LIF()).to(DT)
+    xs, R = _data()
+    with pytest.raises(
+        ValueError, match=rf"layer '1' .* has backend 'native'; the {what} scans exist for the torch"
+    ):
+        lfp_snn.feedback(net, xs, torch.zeros(3, dtype=torch.long), lambda o, y: R)
+    with pytest.raises(ValueError, match=r"the adaptive LIF's scans exist for the torch"):
+        lfp_snn.feedback_result(
+            _net("adaptive"), xs, torch.zeros(3, dtype=torch.long), lambda o, y: R, backend="native"
+        )
