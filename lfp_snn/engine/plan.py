@@ -12,12 +12,15 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_finite
 from ..kernels import CHOICES as BACKENDS
 from ..kernels import check_backend
 from ..rules import Composite, Epsilon, MembraneShare, Rule, as_membrane_share, get_composite
 from .graph import Graph, Node, build_graph
 from .handlers.lif import LIFHandler
+from .handlers.merge import AddHandler
 from .handlers.parametric import AffineHandler
+from .handlers.pooling import AvgPoolHandler
 
 STORAGES = ("keep", "recompute")
 SPARSE_INPUT = ("auto", "off")
@@ -273,7 +276,7 @@ class CompiledPlan:
         found = _rule_eps(self.plan.composite)
         if len(found) == 1:
             return found.pop()
-        needs = [n.describe() for n in self.graph.nodes[1:] if not n.handler.learns and _uses_eps(n)]
+        needs = [n.describe() for n in self.graph.nodes[1:] if _uses_eps(n)]
         if not needs:
             return DEFAULT_EPS
         raise ValueError(
@@ -286,10 +289,8 @@ class CompiledPlan:
 
 
 def _uses_eps(n: Node) -> bool:
-    from .handlers.merge import AddHandler
-    from .handlers.pooling import AvgPoolHandler
-
-    return isinstance(n.handler, (LIFHandler, AddHandler, AvgPoolHandler)) or n.handler.temporal
+    """Whether node n uses the plan's ε (neuron scans, sum nodes, average pooling)."""
+    return isinstance(n.handler, (AddHandler, AvgPoolHandler)) or n.handler.temporal
 
 
 def _device_and_dtype(
@@ -346,8 +347,6 @@ _SAMPLE_DIMS = {nn.Conv1d: ("C", "L"), nn.Conv2d: ("C", "H", "W")}
 
 
 def _check_input(cp: CompiledPlan, x: Tensor, steps: int | None) -> None:
-    from ..checks import check_finite
-
     spiking = cp.spiking
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ...neurons import Heaviside
-from ..activations import Act
+from ..activations import Act, Reward
 from .base import Back, Handler
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.ELU, nn.Identity, Heaviside)
@@ -127,6 +127,4 @@ class DropoutHandler(Handler):
             return Back((None,))
         if rec is None:
             return Back((msg,))
-        from ..activations import Reward
-
         return Back((Reward(msg.value * rec.mask * rec.scale, msg.summed, True),))
