@@ -613,6 +613,45 @@ def test_sigkill_of_a_sweep_ends_its_workers(tmp_path):
     assert left == [], "worker processes outlived the sweep"
 
 
+def _session(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid`` (Ray puts its workers in their own process groups)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_sigkill_of_a_ray_sweep_ends_the_local_ray_instance(tmp_path):
+    """The same for a sweep on a local Ray instance: Ray's workers and agents end with the killed driver."""
+    pytest.importorskip("ray")
+    args = ["-m", "lfp_snn.cli", "sweep", "--subset", "600", "--test-subset", "100", "--hidden", "64"]
+    args += ["--epochs", "2000", "--batch-size", "16", "--methods", "lfp-epsilon", "--betas", "0.5", "0.9"]
+    args += ["--steps-list", "6", "--workers", "2", "--executor", "ray", "--out", str(tmp_path / "s")]
+    proc = _python(args, start_new_session=True, cwd=tmp_path)
+    t0 = time.monotonic()
+    trials = []
+    while len(trials) < 2 and time.monotonic() - t0 < 180:  # Ray up and both trials running
+        time.sleep(0.5)
+        trials = [p for p in _session(proc.pid) if "run_trial_safe" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert len(trials) == 2, proc.stderr.read() if proc.poll() is not None else "no Ray workers"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    t0 = time.monotonic()
+    while _session(proc.pid) and time.monotonic() - t0 < 30:
+        time.sleep(0.5)
+    left = _session(proc.pid)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "Ray processes outlived the sweep"
+
+
 @pytest.mark.slow
 def test_a_ray_sweep_says_once_that_it_starts_ray(tmp_path, monkeypatch):
     pytest.importorskip("ray")

@@ -12,12 +12,14 @@ import ctypes.util
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import torch
 
@@ -50,6 +52,62 @@ def watch_parent(parent: int, interval: float = 0.5) -> None:
         os._exit(1)
 
     threading.Thread(target=poll, name="lfp-snn-parent-watch", daemon=True).start()
+
+
+REAPER = r"""
+import os, signal, sys, time
+
+parent, me = int(sys.argv[1]), os.getpid()
+
+
+def descendants():
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            table[int(name)] = (int(fields[1]), fields[19])  # parent pid, start time
+    seen, todo = {}, [parent]
+    while todo:
+        p = todo.pop()
+        for pid, (ppid, start) in table.items():
+            if ppid == p and pid not in seen and pid != me:
+                seen[pid] = start
+                todo.append(pid)
+    return seen
+
+
+known = {}
+while os.getppid() == parent:
+    known.update(descendants())
+    time.sleep(0.5)
+for pid, start in known.items():
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[19] != start:
+                continue  # the pid now belongs to another process
+        os.kill(pid, signal.SIGKILL)
+    except (OSError, IndexError):
+        pass
+"""
+"""The script of :func:`reap_on_exit`'s helper process (Linux: it reads the process table in /proc)."""
+
+
+def reap_on_exit() -> subprocess.Popen | None:
+    """Start a helper process that, if this process dies (kill -9 included) while the helper runs, kills the
+    processes this one had started: a local Ray instance's (raylet's agents outlive a killed driver). Stop it
+    (``.kill()``) once they have ended normally. Linux only (it follows parent pids in /proc); None elsewhere."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-c", REAPER, str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _init_worker(threads: int, parent: int, retain_memory: bool) -> None:
@@ -118,6 +176,7 @@ def ray_tasks(
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     say = log or (lambda s: None)
     started = False
+    reaper = None
     if ray.is_initialized():
         say("ray: using the Ray instance this process has already started")
     else:
@@ -128,12 +187,18 @@ def ray_tasks(
             say(
                 f"ray: starting a local Ray instance ({max(workers, 1) * threads} CPUs, no dashboard) for the sweep"
             )
-            ray.init(
-                num_cpus=max(workers, 1) * threads,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=False,
-            )
+            reaper = reap_on_exit()
+            try:
+                ray.init(
+                    num_cpus=max(workers, 1) * threads,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    log_to_driver=False,
+                )
+            except BaseException:
+                if reaper is not None:
+                    reaper.kill()
+                raise
         started = True
     remote = ray.remote(num_cpus=threads, num_gpus=1 if device.startswith("cuda") else 0, max_retries=0)(
         run_trial_safe
@@ -156,3 +221,6 @@ def ray_tasks(
                 pass
         if started:
             ray.shutdown()
+        if reaper is not None:  # Ray ended normally: nothing to reap
+            reaper.kill()
+            reaper.wait()
