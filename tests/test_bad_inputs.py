@@ -24,7 +24,7 @@ from lfp_snn.checkpoint import load_checkpoint, save_checkpoint
 from lfp_snn.cli import main
 from lfp_snn.data import load_dataset
 from lfp_snn.events import make_events, write_nmnist_bin, write_shd
-from lfp_snn.export import import_nir
+from lfp_snn.export import export_fpga, import_nir
 from lfp_snn.models import ModelConfig, build_model
 from lfp_snn.training import TrainConfig, Trainer
 from lfp_snn.training.config import check_run
@@ -671,3 +671,20 @@ def test_a_ray_sweep_says_once_that_it_starts_ray(tmp_path, monkeypatch):
     assert len(out.ran) == 2
     ray_lines = [s for s in lines if s.startswith("ray:")]
     assert ray_lines == ["ray: starting a local Ray instance (2 CPUs, no dashboard) for the sweep"]
+
+
+def test_api_options_that_do_not_apply_are_refused(tmp_path):
+    """The loaders and export_fpga used to ignore these quietly."""
+    with pytest.raises(ValueError, match="download does not apply to dataset spec 'digits'"):
+        load_dataset("digits", download=True)
+    with pytest.raises(ValueError, match="root does not apply to dataset spec 'digits'"):
+        load_dataset("digits", root=tmp_path)
+    from lfp_snn.events.training_data import load_event_dataset
+
+    with pytest.raises(ValueError, match="cache_dir does not apply to 'nmnist:"):
+        load_event_dataset(f"nmnist:{tmp_path}", steps=3, cache_dir=tmp_path)
+    mc = ModelConfig(input_shape=(1, 8, 8), hidden=(12,), reset="zero", reset_delay=False)
+    spikes = (torch.rand(5, 2, 1, 8, 8) < 0.3).float()
+    with pytest.raises(ValueError, match="samples: options of the random golden inputs; inputs are given"):
+        export_fpga(build_model(mc, seed=0), tmp_path / "b", inputs=spikes, samples=8)
+    assert not (tmp_path / "b").exists()

@@ -545,6 +545,12 @@ def load_event_dataset(
             EMULATED_DEFAULT_LIMIT if name in ("emulated-fashion-mnist", "emulated-mnist") else (None, None)
         )
 
+    if not name.startswith("emulated-"):
+        for option, value in (("cache_dir", cache_dir), ("saccade_params", saccade_params)):
+            if value is not None:
+                raise ValueError(
+                    f"{option} does not apply to {spec!r}: it is an option of the emulated-* specs"
+                )
     if name == "nmnist":
         return _load_nmnist(path, steps, downsample, caps)
     if name == "dvsgesture":

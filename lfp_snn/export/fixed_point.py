@@ -23,6 +23,7 @@ intensities); the bundle does not quantise analogue inputs.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -407,6 +408,12 @@ static inline void lfp_snn_step(lfp_snn_state *st, const uint8_t *in) {{
 
 
 def _golden_inputs(net: QuantNetwork, inputs, samples: int, steps: int, rate: float, seed: int) -> np.ndarray:
+    if inputs is not None:
+        defaults = {k: v.default for k, v in inspect.signature(export_fpga).parameters.items()}
+        drawn = {"samples": samples, "steps": steps, "rate": rate, "seed": seed}
+        given = [k for k, v in drawn.items() if v != defaults[k]]
+        if given:
+            raise ValueError(f"{', '.join(given)}: options of the random golden inputs; inputs are given")
     if inputs is None:
         if samples < 1 or steps < 1:
             raise ValueError(f"samples and steps must be >= 1, got {samples}, {steps}")
