@@ -37,10 +37,3 @@ def retain_freed_memory() -> bool:
         return False
     ok = libc.mallopt(M_MMAP_MAX, 0) == 1
     return ok and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
-
-
-def trim() -> None:
-    """Give free heap memory back to the system now (``malloc_trim``; a no-op where there is none)."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)

@@ -32,6 +32,7 @@ import dataclasses
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -64,13 +65,17 @@ class DistributedTrainer(Trainer):
     initialised process group (or with one rank) it is a plain Trainer.
     """
 
-    def __init__(self, model_config, config, out_dir=None, model=None, device="cpu") -> None:
+    def __init__(
+        self, model_config, config, out_dir=None, model=None, device="cpu", *, overwrite: bool = False
+    ) -> None:
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.rank = dist.get_rank() if self.world_size > 1 else 0
         if self.rank != 0:
             config = dataclasses.replace(config, progress=False)
-            out_dir = None
-        super().__init__(model_config, config, out_dir=out_dir, model=model, device=device)
+            out_dir, overwrite = None, False
+        super().__init__(
+            model_config, config, out_dir=out_dir, model=model, device=device, overwrite=overwrite
+        )
         self.reduction = REDUCTIONS.get(config.method, "mean")
         if self.world_size == 1:
             return
@@ -209,9 +214,9 @@ def _env_int(name: str) -> int | None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .cli.options import configs_from_args, value
-    from .cli.train import load_run_data
+    from .cli.options import configs_from_args, load_run_data, refuse_unused_options, set_threads, value
     from .models import is_spiking_arch
+    from .training.trainer import RUN_FILES, check_writable_folder
 
     world = _env_int("WORLD_SIZE") or 1
     rank = _env_int("RANK") or 0
@@ -224,8 +229,23 @@ def cmd_train(a: argparse.Namespace) -> int:
     device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    set_threads(a.threads)
+    # everything that can refuse the run is checked on every rank before the ranks connect: a rank that
+    # stopped alone would leave the others waiting in a collective
+    train, test = load_run_data(a, value(a, "seed"))
+    model_cfg, train_cfg = configs_from_args(a, train)
+    refuse_unused_options(a, model_cfg, train_cfg, getattr(train, "temporal", False))
+    if train_cfg.batch_size < world:
+        raise ValueError(f"--batch-size {train_cfg.batch_size} is smaller than the {world} processes")
+    if a.out is not None:
+        out = Path(a.out)
+        check_writable_folder(out)
+        existing = [n for n in RUN_FILES if (out / n).exists()] if out.is_dir() else []
+        if existing and not a.overwrite:
+            raise FileExistsError(
+                f"{out} holds a run already ({', '.join(existing)}); pass --overwrite to replace it, or choose "
+                "another folder"
+            )
     backend = a.dist_backend if a.dist_backend != "auto" else default_backend(device)
     if world > 1:
         dist.init_process_group(backend, init_method="env://", world_size=world, rank=rank)
@@ -237,11 +257,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         )
     say = print if rank == 0 else (lambda *args, **kw: None)
     try:
-        train, test = load_run_data(a, value(a, "seed"))
-        model_cfg, train_cfg = configs_from_args(a, train)
-        if train_cfg.batch_size < world:
-            raise ValueError(f"--batch-size {train_cfg.batch_size} is smaller than the {world} processes")
-        trainer = DistributedTrainer(model_cfg, train_cfg, out_dir=a.out, device=device)
+        trainer = DistributedTrainer(
+            model_cfg, train_cfg, out_dir=a.out, device=device, overwrite=a.overwrite
+        )
         spiking = is_spiking_arch(model_cfg.arch)
         what = f"{model_cfg.arch} ({f'T={train_cfg.steps}, β={model_cfg.beta}' if spiking else 'ANN'})"
         method = f"lfp-{train_cfg.rule}" if train_cfg.method == "lfp" else train_cfg.method
@@ -263,8 +281,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         history = trainer.fit(train, test, on_epoch=report)
         final = history[-1]["test_accuracy"] if history else trainer.evaluate(test)["accuracy"]
         say(f"result test accuracy {final:.4f}  wall {time.perf_counter() - t0:.1f}s  ({world} processes)")
-        if a.out:
-            say(f"wrote {a.out}/config.json, {a.out}/model.pt and metrics (rank 0)")
+        if trainer.written:
+            say(f"wrote {', '.join(str(p) for p in trainer.written)} (rank 0)")
+        elif rank == 0:
+            say("nothing written: " + ("no --out given" if a.out is None else "no epoch was trained"))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -287,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
         "updates are all-reduced before the optimiser step.",
     )
     add_train_arguments(t)
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (its config.json, model.pt, train_state.pt and metrics)",
+    )
     t.add_argument(
         "--dist-backend",
         default="auto",

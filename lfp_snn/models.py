@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from .kernels import CHOICES as BACKENDS
 from .network import SpikingSequential
 from .neurons import LIF, Heaviside
 
@@ -22,7 +23,11 @@ RESETS = ("subtract", "zero")  # what the LIF layer accepts for reset
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild a model (stored as JSON next to checkpoints)."""
+    """Everything needed to rebuild a model (stored as JSON next to checkpoints).
+
+    A field that does not apply to the architecture (β on an ANN, an activation on a spiking model, hidden
+    widths of LeNet) must keep its default: :meth:`validate` refuses another value, naming the field.
+    """
 
     arch: str = "spiking-small"
     input_shape: tuple[int, ...] = (1, 8, 8)  # one sample: (C, H, W) or (F,)
@@ -37,6 +42,11 @@ class ModelConfig:
     weight_scale: float = 1.0  # multiplies the default initialisation of every weight
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for key in ("input_shape", "hidden"):  # JSON and users give lists: the config holds tuples
+            if isinstance(getattr(self, key), list):
+                setattr(self, key, tuple(getattr(self, key)))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
@@ -45,14 +55,95 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        unknown = sorted(set(d) - set(known))
+        """The config a dict (as :meth:`to_dict` makes it, e.g. from config.json) describes."""
+        if not isinstance(d, dict):
+            raise ValueError(
+                f"a model config must be a JSON object (dict), got {type(d).__name__}: {d!r:.80}"
+            )
+        fields = sorted(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - set(fields))
         if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; expected some of {sorted(known)}")
-        known["input_shape"] = tuple(known.get("input_shape", (1, 8, 8)))
-        if known.get("hidden") is not None:
-            known["hidden"] = tuple(known["hidden"])
+            raise ValueError(f"unknown model config keys {unknown}; expected some of {fields}")
+        known = dict(d)
+        for key in ("input_shape", "hidden"):
+            if isinstance(known.get(key), list):
+                known[key] = tuple(known[key])
+        if (
+            known.get("arch") in ARCHS
+            and not is_spiking_arch(known["arch"])
+            and known.get("backend") == "torch"
+        ):
+            # files written while the default backend was "torch" store it for ANNs too, where it never applied
+            known["backend"] = cls.backend
         return cls(**known)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field and what it accepts."""
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHS}")
+        shape = self.input_shape
+        if not (
+            isinstance(shape, tuple) and len(shape) in (1, 3) and all(_is_int(n) and n >= 1 for n in shape)
+        ):
+            raise ValueError(f"input_shape must be (C, H, W) or (F,) of integers >= 1, got {shape!r}")
+        if not (_is_int(self.classes) and self.classes >= 2):
+            raise ValueError(f"classes must be an integer >= 2, got {self.classes!r}")
+        if self.hidden is not None and not (
+            isinstance(self.hidden, tuple) and self.hidden and all(_is_int(n) and n >= 1 for n in self.hidden)
+        ):
+            raise ValueError(f"hidden must be None or widths (integers >= 1), got {self.hidden!r}")
+        if not (_is_number(self.beta) and 0 < self.beta <= 1):
+            raise ValueError(f"beta (membrane decay) must lie in (0, 1], got {self.beta!r}")
+        if not (_is_number(self.threshold) and 0 < self.threshold < math.inf):
+            raise ValueError(f"threshold must be a finite number > 0, got {self.threshold!r}")
+        if self.reset not in RESETS:
+            raise ValueError(f"reset must be one of {RESETS}, got {self.reset!r}")
+        if not isinstance(self.reset_delay, bool):
+            raise ValueError(f"reset_delay must be true or false, got {self.reset_delay!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
+        if not (_is_number(self.weight_scale) and 0 < self.weight_scale < math.inf):
+            raise ValueError(f"weight_scale must be a finite number > 0, got {self.weight_scale!r}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"extra must be a dict, got {self.extra!r}")
+        defaults = ModelConfig()
+        for name, why in unused_fields(self).items():
+            value = getattr(self, name)
+            if value != getattr(defaults, name):
+                raise ValueError(f"{name}={value!r} does not apply: {why}")
+
+
+SPIKING_FIELDS = ("beta", "threshold", "reset", "reset_delay", "backend")
+"""ModelConfig fields of the LIF neurons: spiking architectures only."""
+MLP_ARCHS = ("spiking-mlp", "spiking-small", "mlp")
+"""Architectures whose hidden widths ``hidden`` sets."""
+
+
+def unused_fields(cfg: ModelConfig) -> dict[str, str]:
+    """The fields of ``cfg`` that do not apply to its architecture -> why (an empty dict for an unknown arch)."""
+    if cfg.arch not in ARCHS:
+        return {}
+    out = {}
+    if is_spiking_arch(cfg.arch):
+        out["activation"] = f"it is the activation of ANNs; arch {cfg.arch!r} is spiking (LIF neurons)"
+    else:
+        for name in SPIKING_FIELDS:
+            out[name] = f"it sets the LIF neurons of spiking models; arch {cfg.arch!r} is an ANN"
+    if cfg.arch not in MLP_ARCHS:
+        out["hidden"] = (
+            f"it sets the hidden widths of {', '.join(MLP_ARCHS)}; arch {cfg.arch!r} has fixed layers"
+        )
+    return out
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 ACTIVATIONS = {
@@ -170,12 +261,7 @@ def build_model(cfg: ModelConfig | dict, seed: int | None = None) -> nn.Module:
     """Build the model a config describes (initialised from ``seed`` when given)."""
     if isinstance(cfg, dict):
         cfg = ModelConfig.from_dict(cfg)
-    if cfg.arch not in _BUILDERS:
-        raise ValueError(f"unknown architecture {cfg.arch!r}; expected one of {ARCHS}")
-    if cfg.activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {cfg.activation!r}; expected one of {sorted(ACTIVATIONS)}")
-    if cfg.classes < 2:
-        raise ValueError(f"classes must be >= 2, got {cfg.classes}")
+    cfg.validate()
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -191,4 +277,5 @@ def build_model(cfg: ModelConfig | dict, seed: int | None = None) -> nn.Module:
 
 
 def is_spiking_arch(arch: str) -> bool:
-    return arch.startswith("spiking")
+    """True for the spiking architectures (their names start with ``spiking``)."""
+    return isinstance(arch, str) and arch.startswith("spiking")

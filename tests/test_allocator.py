@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from lfp_snn.allocator import _libc
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = textwrap.dedent(
     """
@@ -30,7 +34,10 @@ CHILD = textwrap.dedent(
 
 def _faults(mode: str) -> int:
     """Median page faults of making a freed 64 MiB buffer again."""
-    out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout, not another installed copy
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True, env=env
+    )
     return int(out.stdout.split()[-1])
 
 

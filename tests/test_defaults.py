@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lfp_snn.cli import build_parser, configs_from_args, main
+from lfp_snn.cli import sweep as sweep_cli
 from lfp_snn.cli.options import MODEL_OPTIONS, TRAIN_OPTIONS, default
 from lfp_snn.models import ModelConfig
 from lfp_snn.training import TrainConfig
@@ -116,6 +117,8 @@ def test_the_sweeps_page_states_the_sweep_defaults():
         if option == "--results":  # derived from --out
             assert text == "DIR/sweep.h5" and want is None
             continue
+        if want is None and option in ("--betas", "--steps-list"):  # None: the spiking defaults, or none
+            want = list(sweep_cli.DEFAULT_BETAS if option == "--betas" else sweep_cli.DEFAULT_STEPS)
         if isinstance(want, list):
             assert [_parse(v, want[0]) for v in text.split()] == want, option
         else:

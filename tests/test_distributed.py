@@ -18,6 +18,8 @@ from lfp_snn.distributed import DistributedTrainer, shard_bounds
 from lfp_snn.models import ModelConfig
 from lfp_snn.training import TrainConfig, Trainer
 
+ROOT = Path(__file__).resolve().parents[1]
+
 LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
 
 # name -> (model config kwargs, train config kwargs). 100 samples in batches of 33: shards of 17/16, and a last
@@ -182,7 +184,7 @@ def test_torchrun_cli_matches_single_process(tmp_path):
         "1",
         "--no-progress",
     ]
-    env = {**os.environ, **LOOPBACK, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **LOOPBACK, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # this checkout
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
     launch = ["--nnodes", "1", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
     launch += ["--master-port", str(_free_port())]

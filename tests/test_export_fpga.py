@@ -323,13 +323,16 @@ def test_failure_mid_write_leaves_nothing_that_looks_complete(tmp_path, monkeypa
     calls["n"] = 0
     monkeypatch.setattr(fixed_point, "_write_mif", flaky)
     with pytest.raises(OSError):
-        export(mlp(seed=2), tmp_path / "old")
+        export(mlp(seed=2), tmp_path / "old", overwrite=True)
     assert (old / "manifest.json").read_bytes() == before
     verify_bundle(old)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
-    # and a successful re-export replaces it
+    # and a successful re-export replaces it, when asked to
     monkeypatch.setattr(fixed_point, "_write_mif", real)
-    export(mlp(seed=2), tmp_path / "old")
+    with pytest.raises(FileExistsError, match="holds an FPGA bundle already; pass overwrite=True"):
+        export(mlp(seed=2), tmp_path / "old")
+    assert (old / "manifest.json").read_bytes() == before
+    export(mlp(seed=2), tmp_path / "old", overwrite=True)
     assert (old / "manifest.json").read_bytes() != before
     verify_bundle(old)
 
@@ -337,9 +340,24 @@ def test_failure_mid_write_leaves_nothing_that_looks_complete(tmp_path, monkeypa
 def test_refuses_to_replace_a_directory_that_is_not_a_bundle(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="without manifest.json; refusing"):
-        export_fpga(mlp(), tmp_path / "mine")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="without manifest.json of an lfp-snn FPGA bundle; refusing"):
+            export_fpga(mlp(), tmp_path / "mine", overwrite=overwrite)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    # any file named manifest.json does not make a folder a bundle (it used to be deleted with the folder)
+    (tmp_path / "mine" / "manifest.json").write_text('{"files": {}}')
+    with pytest.raises(ValueError, match="refusing to replace it"):
+        export_fpga(mlp(), tmp_path / "mine", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["manifest.json", "notes.txt"]
+
+
+def test_a_bundle_with_the_users_files_in_it_is_never_replaced(tmp_path):
+    b = export(mlp(), tmp_path / "b")
+    (b / "my_notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=r"also holds files that are not part of it \(my_notes.txt\)"):
+        export(mlp(seed=1), b, overwrite=True)
+    assert (b / "my_notes.txt").read_text() == "keep me"
+    verify_bundle(b)
 
 
 # ------------------------------------------------------------------------------------------ C and Verilog

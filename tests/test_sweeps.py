@@ -24,6 +24,8 @@ from lfp_snn.experiments import sweeps
 from lfp_snn.models import ModelConfig
 from lfp_snn.training import TrainConfig
 
+ROOT = Path(__file__).resolve().parents[1]
+
 DATA = {"spec": "digits", "subset": 80, "test_subset": 40, "subset_seed": 0}
 
 
@@ -454,7 +456,7 @@ def _live_in_group(pgid: int, wait: float = 10.0) -> list[int]:
 
 
 def _start(args, tmp_path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # this checkout's lfp_snn
     return subprocess.Popen(
         [sys.executable, "-m", "lfp_snn.cli", "sweep", *args],
         env=env,

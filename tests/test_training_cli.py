@@ -73,9 +73,8 @@ def test_ann_lenet_learns_with_lfp_epsilon_and_with_gradient(digits, method):
     train, test = digits
     train, test = train.subset(600, seed=0), test.subset(300, seed=0)
     mc = ModelConfig(arch="lenet", input_shape=(1, 8, 8), classes=10)
-    tc = TrainConfig(
-        method=method, rule="epsilon", reward="softmax", epochs=4, lr=1e-2, batch_size=32, progress=False
-    )
+    reward = "softmax" if method == "lfp" else "auto"  # the gradient baseline has a loss, not a reward
+    tc = TrainConfig(method=method, reward=reward, epochs=4, lr=1e-2, batch_size=32, progress=False)
     history = Trainer(mc, tc).fit(train, test)
     assert history[-1]["test_accuracy"] > 0.3  # chance is 0.1
 
@@ -155,7 +154,7 @@ def test_bad_checkpoints(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"do not fit the architecture in config\.json"):
         load_checkpoint(tmp_path)
-    cfg["model"]["arch"] = "lenet"
+    cfg["model"]["arch"], cfg["model"]["hidden"] = "lenet", None
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"do not fit"):
         load_checkpoint(tmp_path)
@@ -326,8 +325,10 @@ def test_trainer_hands_the_memory_and_precision_options_to_the_engine(tiny, monk
 def test_time_chunk_on_an_ann_is_a_clear_error(tiny):
     train, _ = tiny
     mc = ModelConfig(arch="mlp", input_shape=(1, 8, 8), classes=10, hidden=(16,))
-    with pytest.raises(ValueError, match="time_chunk is for spiking models"):
-        Trainer(mc, _quick(time_chunk=2)).fit(train.subset(32, seed=0))
+    with pytest.raises(
+        ValueError, match=r"time_chunk=2 does not apply: it applies to spiking models; arch 'mlp'"
+    ):
+        Trainer(mc, TrainConfig(epochs=1, time_chunk=2, progress=False))
 
 
 def test_gradient_method_refuses_spiking_models():

@@ -49,8 +49,14 @@ def build_parser(commands=None) -> argparse.ArgumentParser:
     return p
 
 
+USAGE_ERRORS = (ValueError, OSError, ImportError)
+"""What a command raises for bad input (a value, a file, a missing package): each message names the value or the
+file and what is accepted, so it is shown as one line, without a traceback."""
+
+
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen command; bad input is one line on stderr and exit code 2."""
+    """Parse ``argv`` and run the chosen command; bad input is one line on stderr and exit code 2, Ctrl-C is
+    one line and exit code 130."""
     args = parser.parse_args(argv)
     if getattr(args, "allocator", None) == "retain":
         from ..allocator import retain_freed_memory
@@ -58,9 +64,12 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
         retain_freed_memory()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except USAGE_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,15 +4,27 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 from ..experiments.compare import compare
+from ..experiments.compare.report import REPORT_FILES
+from ..experiments.compare.run import check_out_dir
 from ..experiments.metrics import PRUNE_FRACTIONS
 from ..models import is_spiking_arch
 from ..training import check_methods
-from .options import add_train_arguments, build_configs, default, resolve_device, value
-from .train import load_run_data
+from .options import (
+    add_train_arguments,
+    build_configs,
+    check_backend_runs,
+    default,
+    load_run_data,
+    refuse_unused_options,
+    resolve_device,
+    set_threads,
+    value,
+)
 
 DEFAULT_METHODS = ("lfp-epsilon", "lfp-zplus-zminus", "bptt-snntorch", "bptt-norse")
 
@@ -54,6 +66,11 @@ def add_command(subparsers, help_text: str) -> None:
         help="percentages of weights to prune per layer (default: 0 25 50 75 90 95)",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the comparison in --out (its report files and runs/); without it such a folder is refused",
+    )
+    p.add_argument(
         "--lr-for",
         action="append",
         default=[],
@@ -78,32 +95,54 @@ def lr_overrides(items: list[str]) -> dict[str, float]:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     device = resolve_device(a.device)
+    if a.rule is not None:
+        raise ValueError(
+            "--rule does not apply to compare: name each method with its rule, as in lfp-zplus-zminus"
+        )
     try:
-        check_methods(a.methods)
+        resolved = check_methods(a.methods)
     except ImportError as e:
         raise SystemExit(f"error: {e}") from None
+    dup = sorted({s for s in a.seeds if a.seeds.count(s) > 1})
+    if dup:
+        raise ValueError(f"--seeds lists {dup} twice; each seed is one run per method")
     lrs = lr_overrides(a.lr_for)
     unknown = sorted(set(lrs) - set(a.methods))
     if unknown:
         raise ValueError(f"--lr-for names methods that are not compared: {unknown}")
     prune = [p / 100 for p in a.prune]
+    if any(not 0 <= p <= 1 for p in prune):
+        raise ValueError(f"--prune takes percentages in [0, 100], got {a.prune}")
+    check_out_dir(Path(a.out), a.overwrite)
     train, test = load_run_data(a, a.seeds[0])
+    temporal = getattr(train, "temporal", False)
 
     def make_configs(name: str, method: str, rule: str, seed: int):
-        return build_configs(
+        mc, tc = build_configs(
             a, train, method=method, rule=rule, seed=seed, lr=lrs.get(name, value(a, "lr")), progress=False
         )
+        try:
+            refuse_unused_options(a, mc, tc, temporal)
+        except ValueError as e:
+            raise ValueError(f"method {name}: {e}") from None
+        if is_spiking_arch(mc.arch):
+            check_backend_runs(mc.backend, device)
+        return mc, tc
 
-    mc, tc = make_configs(*check_methods(a.methods[:1])[0], a.seeds[0])
+    configs = [
+        make_configs(name, method, rule, a.seeds[0]) for name, method, rule in resolved
+    ]  # all checked now
+    mc, tc = configs[0]
     spiking = is_spiking_arch(mc.arch)
     meta = {
         "data": f"{a.data} ({len(train)} train / {len(test)} test)",
         "model": f"{mc.arch}"
         + (f", T={tc.steps}, β={mc.beta}, θ={mc.threshold}, reset={mc.reset}" if spiking else ""),
-        "reset delay / encoder": f"{mc.reset_delay} / {tc.encoder}" if spiking else "n/a",
+        "reset delay / encoder": f"{mc.reset_delay} / {tc.encoder if not temporal else 'event frames'}"
+        if spiking
+        else "n/a",
         "training": f"{tc.epochs} epochs, batch {tc.batch_size}, {tc.optimizer} lr {value(a, 'lr')}"
         + (f" (per method: {lrs})" if lrs else ""),
         "seeds": " ".join(map(str, a.seeds)),
@@ -115,15 +154,14 @@ def cmd_compare(a: argparse.Namespace) -> int:
         f"comparing {' '.join(a.methods)} on {meta['data']}, {meta['model']}, seeds {meta['seeds']}",
         flush=True,
     )
-    results = compare(a.methods, a.seeds, train, test, make_configs, a.out, device, prune, meta=meta)
+    results = compare(
+        a.methods, a.seeds, train, test, make_configs, a.out, device, prune, meta=meta, overwrite=a.overwrite
+    )
     for r in results:
         print(
             f"result {r['method']} seed {r['seed']}: test acc {r['test_accuracy']:.4f}  "
             f"{r['epoch_time_s']:.2f}s/epoch  peak {r['peak_memory_mib']:.1f} MiB",
             flush=True,
         )
-    print(
-        f"wrote {a.out}/results.md, results.csv, epochs.csv, results.json, accuracy.png, time.png, pruning.png, "
-        f"summary.png and runs/"
-    )
+    print(f"wrote {a.out}/{', '.join(REPORT_FILES)} and runs/")
     return 0

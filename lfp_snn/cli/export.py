@@ -14,12 +14,22 @@ ROUND_TRIP_STEPS = 25  # time steps of the random spike input that `export nir` 
 def _nir(a: argparse.Namespace) -> int:
     import torch
 
+    if a.steps < 1:
+        raise ValueError(f"--steps (of the round-trip check) must be >= 1, got {a.steps}")
+
     from ..engine import run
     from ..export.nir_export import export_nir, import_nir, load_model
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        export_nir(a.checkpoint, a.out, dt=a.dt, maxpool=a.maxpool, convert_reset=a.convert_reset)
+        export_nir(
+            a.checkpoint,
+            a.out,
+            dt=a.dt,
+            maxpool=a.maxpool,
+            convert_reset=a.convert_reset,
+            overwrite=a.overwrite,
+        )
     for w in caught:
         print(f"warning: {w.message}")
     # prove it: read the file back and compare output spikes with the original on random input
@@ -66,6 +76,7 @@ def _fpga(a: argparse.Namespace) -> int:
         beta_bits=a.beta_bits,
         samples=a.samples,
         steps=a.steps,
+        overwrite=a.overwrite,
     )
     verify_bundle(out)
     report = {"bundle": str(out), "verified": True}
@@ -124,6 +135,7 @@ def add_command(sub, help_text: str) -> None:
         default=ROUND_TRIP_STEPS,
         help=f"steps of the round-trip check (default {ROUND_TRIP_STEPS})",
     )
+    n.add_argument("--overwrite", action="store_true", help="replace the file --out if it exists")
     n.set_defaults(func=_nir)
     f = kinds.add_parser(
         "fpga", help="fixed-point bundle (.mem/.coe/.mif, C header, golden vectors, Verilog)"
@@ -160,4 +172,9 @@ def add_command(sub, help_text: str) -> None:
         help=f"golden test vectors: time steps (default: {fpga_d['steps']})",
     )
     f.add_argument("--verilog", action="store_true", help="also run the Verilog LIF layer in iverilog")
+    f.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the bundle in --out (only a bundle export fpga wrote, holding nothing else)",
+    )
     f.set_defaults(func=_fpga)

@@ -12,15 +12,17 @@ import argparse
 
 import torch
 
-from ..data import sample_shape
+from ..data import is_event_spec, load_data, sample_shape
 from ..encoders import ENCODERS
 from ..homeostasis import MODES as HOMEOSTASIS_MODES
 from ..kernels import CHOICES as BACKENDS
-from ..models import ACTIVATIONS, ARCHS, RESETS, ModelConfig
+from ..models import ACTIVATIONS, ARCHS, RESETS, ModelConfig, is_spiking_arch
+from ..models import unused_fields as unused_model_fields
 from ..rewards import REWARDS
-from ..rules import ACTIVITIES
+from ..rules import ACTIVITIES, presets
 from ..training import TrainConfig, known_methods, resolve_method
 from ..training.config import METRICS_FORMATS
+from ..training.config import unused_fields as unused_train_fields
 from ..training.methods import PRECISIONS
 from ..training.schedules import NOISE_SCHEDULES, SCHEDULES
 from ..training.updates import CLIPS, OPTIMIZERS
@@ -328,13 +330,83 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def flag(dest: str) -> str:
+    """The command-line spelling of option ``dest``."""
+    return {"steps": "-T/--steps", "reset_delay": "--reset-delay/--no-reset-delay"}.get(
+        dest, "--" + dest.replace("_", "-")
+    )
+
+
 def method_and_rule(a: argparse.Namespace) -> tuple[str, str]:
-    """``(TrainConfig.method, TrainConfig.rule)`` from ``--method`` and ``--rule``."""
-    name = a.method if a.method is not None else default("method")
+    """``(TrainConfig.method, TrainConfig.rule)`` from ``--method`` and ``--rule``; a rule with a method
+    that has none, two different rules, or an unknown rule is a ValueError naming the options."""
+    if a.method is None and a.rule is not None:  # the default method is LFP: --rule picks its rule
+        name = "lfp"
+    else:
+        name = a.method if a.method is not None else default("method")
     method, rule = resolve_method(name)
-    if a.rule is not None:
-        return method, a.rule
-    return method, rule
+    if a.rule is None:
+        return method, rule
+    if method != "lfp":
+        raise ValueError(f"--rule does not apply: it is the rule of LFP; --method {name} trains by a loss")
+    if name.startswith("lfp-") and name[4:] != a.rule:
+        raise ValueError(f"--method {name} and --rule {a.rule} name two rules; give one of them")
+    if a.rule not in presets():
+        raise ValueError(f"unknown --rule {a.rule!r}; expected one of {', '.join(presets())}")
+    return method, a.rule
+
+
+def unused_options(model: ModelConfig, train: TrainConfig, temporal: bool = False) -> dict[str, str]:
+    """The option destinations that do not apply to a run with these configs (``temporal``: on event data)
+    -> why: the configs' own rules (:func:`lfp_snn.models.unused_fields`,
+    :func:`lfp_snn.training.config.unused_fields`) and the options that only tune another option that is off."""
+    out = {**unused_model_fields(model), **unused_train_fields(train, model, temporal)}
+    if train.method != "lfp":
+        for dest in ("micro_batch", "recompute", "time_chunk", "input_noise", *_MEMBRANE):
+            out.setdefault(dest, f"it is an option of LFP; method {train.method!r} trains by a loss")
+    spiking = is_spiking_arch(model.arch)
+    if not spiking:
+        for dest in (*_MEMBRANE, *_HOMEOSTASIS):
+            out.setdefault(dest, f"it applies to spiking models; arch {model.arch!r} is an ANN")
+    if train.input_noise == 0:
+        out.setdefault("noise_schedule", "it schedules --input-noise, which is 0 (off)")
+    if train.membrane() is None:
+        for dest in _MEMBRANE[2:]:
+            out.setdefault(dest, "it shapes --membrane-share / --membrane-share-weight, which are 0 (off)")
+    if train.membrane_activity != "power":
+        out.setdefault("membrane_power", "it is the k of --membrane-activity power")
+    if train.membrane_activity != "sigmoid":
+        out.setdefault("membrane_tau", "it is the τ of --membrane-activity sigmoid")
+    if train.homeostasis == 0:
+        for dest in _HOMEOSTASIS[1:]:
+            out.setdefault(dest, "it tunes --homeostasis, which is 0 (off)")
+    if train.homeostasis_mode != "threshold":
+        out.setdefault("homeostasis_min_threshold", "it bounds θ in --homeostasis-mode threshold")
+    return out
+
+
+_MEMBRANE = ("membrane_share", "membrane_share_weight", "membrane_activity", "membrane_power", "membrane_tau")
+_HOMEOSTASIS = ("homeostasis", "homeostasis_target", "homeostasis_mode", "homeostasis_min_threshold")
+
+
+def refuse_unused_options(
+    a: argparse.Namespace, model: ModelConfig, train: TrainConfig, temporal: bool
+) -> None:
+    """ValueError naming the first option given in ``a`` that does not apply to this run (see
+    :func:`unused_options`): nothing on the command line is silently ignored."""
+    unused = unused_options(model, train, temporal)
+    for dest in (*MODEL_OPTIONS, *TRAIN_OPTIONS):
+        if getattr(a, dest, None) is not None and dest in unused:
+            raise ValueError(f"{flag(dest)} does not apply: {unused[dest]}")
+
+
+def set_threads(n: int | None, option: str = "--threads") -> None:
+    """Set torch's CPU threads to ``n`` (None: leave torch's choice); ValueError for n < 1."""
+    if n is None:
+        return
+    if n < 1:
+        raise ValueError(f"{option} must be >= 1, got {n}")
+    torch.set_num_threads(n)
 
 
 def build_configs(a: argparse.Namespace, train, **fields) -> tuple[ModelConfig, TrainConfig]:
@@ -373,3 +445,41 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise SystemExit(f"error: --device must be cpu, cuda or auto, got {name!r}")
     return torch.device(name)
+
+
+def check_backend_runs(backend: str, device: torch.device) -> None:
+    """SystemExit naming ``--backend`` when that backend cannot run on ``device`` here."""
+    if backend in ("torch", "auto"):
+        return
+    from ..kernels import check_backend
+
+    try:
+        check_backend(backend, device)
+    except (RuntimeError, ValueError) as e:
+        raise SystemExit(f"error: --backend {backend}: {e}") from None
+
+
+def check_data_options(a: argparse.Namespace) -> None:
+    """Refuse ``--limit`` for static images and ``--download`` for anything but MNIST."""
+    event = is_event_spec(a.data)
+    if a.limit is not None and not event:
+        raise ValueError(
+            f"--limit does not apply: it caps event data (nmnist:, shd:, dvsgesture:, emulated-*); "
+            f"--data {a.data} is a static image set"
+        )
+    if a.download and a.data.partition(":")[0] != "mnist":
+        raise ValueError(
+            f"--download does not apply: it fetches MNIST (--data mnist); --data {a.data} is not"
+        )
+
+
+def load_run_data(a: argparse.Namespace, seed: int):
+    """``(train, test)`` of ``--data`` (event data binned into ``-T`` frames), cut to ``--subset`` and
+    ``--test-subset`` by a draw seeded with ``seed``; the data options that do not apply are refused."""
+    check_data_options(a)
+    train, test = load_data(a.data, value(a, "steps"), a.download, a.limit)
+    if a.subset is not None:
+        train = train.subset(a.subset, seed=seed)
+    if a.test_subset is not None:
+        test = test.subset(a.test_subset, seed=seed)
+    return train, test

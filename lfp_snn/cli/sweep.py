@@ -23,7 +23,15 @@ from ..experiments.sweeps import (
 )
 from ..kernels import CHOICES as BACKENDS
 from ..models import is_spiking_arch
-from .options import add_train_arguments, build_configs, default, resolve_device, value
+from .options import (
+    add_train_arguments,
+    build_configs,
+    check_data_options,
+    default,
+    refuse_unused_options,
+    resolve_device,
+    value,
+)
 
 DEFAULT_METHODS = ("lfp-epsilon", "lfp-zplus-zminus", "bptt-snntorch")
 DEFAULT_BETAS = (0.3, 0.6, 0.9)
@@ -46,8 +54,8 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
         "--beta",
         type=float,
         nargs="+",
-        default=list(DEFAULT_BETAS),
-        help=f"membrane decays β (default: {' '.join(map(str, DEFAULT_BETAS))})",
+        default=None,
+        help=f"membrane decays β (default: {' '.join(map(str, DEFAULT_BETAS))}; spiking models only)",
     )
     g.add_argument(
         "--steps-list",
@@ -56,8 +64,8 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
         dest="steps_list",
         type=int,
         nargs="+",
-        default=list(DEFAULT_STEPS),
-        help=f"time steps T (default: {' '.join(map(str, DEFAULT_STEPS))})",
+        default=None,
+        help=f"time steps T (default: {' '.join(map(str, DEFAULT_STEPS))}; spiking models only)",
     )
     g.add_argument(
         "--seeds",
@@ -129,19 +137,49 @@ def add_command(subparsers, help_text: str) -> None:
     p.set_defaults(func=cmd_sweep)
 
 
+def grid_axes(a: argparse.Namespace) -> tuple[list[float], list[int], bool]:
+    """``(betas, steps, spiking)``: the β and T axes of the grid. A spiking model takes ``--betas`` and
+    ``--steps-list`` (or their defaults); an ANN has neither, so the axes are the configs' one default value
+    and giving them is an error."""
+    arch = value(a, "arch")
+    if is_spiking_arch(arch):
+        return list(a.betas or DEFAULT_BETAS), list(a.steps_list or DEFAULT_STEPS), True
+    for option, given in (("--betas", a.betas), ("--steps-list", a.steps_list)):
+        if given is not None:
+            raise ValueError(
+                f"{option} does not apply: it is an axis of spiking models; --arch {arch} is an ANN"
+            )
+    return [default("beta")], [default("steps")], False
+
+
 def grid_from_args(a: argparse.Namespace) -> tuple[list[Trial], dict]:
     """The trials of the command line's grid, and a description of the shared settings."""
+    if a.rule is not None:
+        raise ValueError(
+            "--rule does not apply to sweep: name each method with its rule, as in lfp-zplus-zminus"
+        )
+    check_data_options(a)
+    a.betas, a.steps_list, spiking = grid_axes(a)
     data = {"spec": a.data, "subset": a.subset, "test_subset": a.test_subset, "subset_seed": a.data_seed}
+    if a.limit is not None:  # only when given, so that the keys of sweeps without it stay as they were
+        data["limit"] = a.limit
     train, test = load_trial_data(data, a.steps_list[0], a.download)
+    temporal = getattr(train, "temporal", False)
+    checked: set[str] = set()
 
     def make_configs(name, method, rule, beta, steps, seed, lr):
-        return build_configs(
-            a, train, method=method, rule=rule, beta=beta, steps=steps, seed=seed, lr=lr, progress=False
-        )
+        axes = {"beta": beta, "steps": steps} if spiking else {}
+        mc, tc = build_configs(a, train, method=method, rule=rule, seed=seed, lr=lr, progress=False, **axes)
+        if name not in checked:
+            try:
+                refuse_unused_options(a, mc, tc, temporal)
+            except ValueError as e:
+                raise ValueError(f"method {name}: {e}") from None
+            checked.add(name)
+        return mc, tc
 
     trials = make_grid(a.methods, a.betas, a.steps_list, a.seeds, a.lrs, make_configs, data)
     arch = value(a, "arch")
-    spiking = is_spiking_arch(arch)
     meta = {
         "data": f"{a.data} ({len(train)} train / {len(test)} test, subset seed {a.data_seed})",
         "model": arch
@@ -162,6 +200,18 @@ def grid_from_args(a: argparse.Namespace) -> tuple[list[Trial], dict]:
 def cmd_sweep(a: argparse.Namespace) -> int:
     if a.backend in EXECUTORS:
         a.executor, a.backend = a.backend, None
+    if a.threads_per_trial < 1:
+        raise ValueError(f"--threads-per-trial must be >= 1, got {a.threads_per_trial}")
+    if a.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {a.workers}")
+    if a.ray_address is not None and a.executor != "ray":
+        raise ValueError(
+            f"--ray-address does not apply: it is the cluster of --executor ray, not {a.executor}"
+        )
+    if a.report_only:
+        for option, off in (("--workers", a.workers == 1), ("--executor", a.executor == "local")):
+            if not off:
+                raise ValueError(f"{option} does not apply: --report-only trains nothing")
     if a.executor == "local" or not a.device.startswith("cuda"):
         device = str(resolve_device(a.device))
     else:
@@ -195,6 +245,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
                 threads_per_trial=a.threads_per_trial,
                 device=device,
                 ray_address=a.ray_address,
+                retain_memory=a.allocator == "retain",
                 log=lambda s: print(s, flush=True),
             )
         except ImportError as e:

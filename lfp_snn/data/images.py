@@ -81,10 +81,10 @@ def load_dataset(
         spec: one of ``"digits"``, ``"mnist"``, ``"fashion-mnist"``, ``"idx:<folder>"``,
             ``"mnist:<folder>"``, ``"fashion-mnist:<folder>"``.
         root: folder for ``mnist``/``fashion-mnist`` when the spec names none (defaults:
-            :func:`~lfp_snn.data.mnist.default_mnist_root` and :data:`FASHION_MNIST_DIR`); not allowed with ``<name>:<folder>``
-            and ignored for ``digits``.
-        download: for MNIST, download missing files first (:func:`~lfp_snn.data.mnist.download_mnist`); other data sets
-            ignore it.
+            :func:`~lfp_snn.data.mnist.default_mnist_root` and :data:`FASHION_MNIST_DIR`); not allowed with
+            ``<name>:<folder>``, ``idx`` or ``digits`` (a ValueError says so).
+        download: for MNIST, download missing files first (:func:`~lfp_snn.data.mnist.download_mnist`); a
+            ValueError for the other data sets, which lfp-snn never downloads.
 
     Raises:
         ValueError: unknown spec (the message lists the accepted ones), or both a folder and ``root``.
@@ -93,6 +93,12 @@ def load_dataset(
     name, folder = _parse_spec(spec)
     if folder is not None and root is not None:
         raise ValueError(f"dataset spec {spec!r} names a folder, so root={str(root)!r} must be None")
+    if root is not None and name in ("digits", "idx"):
+        raise ValueError(
+            f"root does not apply to dataset spec {spec!r}: only mnist and fashion-mnist take it"
+        )
+    if download and name != "mnist":
+        raise ValueError(f"download does not apply to dataset spec {spec!r}: lfp-snn downloads MNIST only")
     if name == "digits":
         return load_digits()
     if folder is None and root is not None:

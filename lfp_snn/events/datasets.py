@@ -26,6 +26,7 @@ from .formats import (
     _check_shd_layout,
     _h5py,
     as_events,
+    open_h5,
     read_dvsgesture_npy,
     read_nmnist_bin,
     read_shd_sample,
@@ -191,8 +192,7 @@ class SHDFile(torch.utils.data.Dataset):
                 f"found: {_listing(self.path.parent)}"
             )
         self.transform = transform
-        h5py = _h5py()
-        with h5py.File(self.path, "r") as f:
+        with open_h5(self.path) as f:
             _check_shd_layout(f, self.path)
             self.targets = [int(v) for v in f["labels"][:]]
             keys = f["extra/keys"][:] if "extra/keys" in f else None

@@ -231,6 +231,18 @@ def _h5py():
     return h5py
 
 
+def open_h5(path: PathLike):
+    """An h5py handle on ``path`` for reading; FileNotFoundError or ValueError naming the file when it is
+    missing or not an HDF5 file."""
+    h5py = _h5py()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file at {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{path} is not an HDF5 file; SHD/SSC recordings come as .h5 (HDF5) files")
+    return h5py.File(path, "r")
+
+
 def _check_shd_layout(f, path) -> None:
     missing = [name for name in _SHD_REQUIRED if name not in f]
     if missing:
@@ -264,8 +276,7 @@ def read_shd(path: PathLike) -> tuple[list[np.ndarray], np.ndarray]:
     Raises:
         ValueError: a required dataset is missing; the message lists what is expected and what the file holds.
     """
-    h5py = _h5py()
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         _check_shd_layout(f, path)
         times = f["spikes/times"][:]
         units = f["spikes/units"][:]
@@ -319,10 +330,13 @@ def read_dvsgesture_npy(path: PathLike) -> np.ndarray:
     Returns:
         events of dtype :data:`EVENT_DTYPE` (t in µs); sensor size :data:`DVSGESTURE_SENSOR_SIZE` (128, 128, 2).
     """
-    arr = np.load(path, allow_pickle=False)
-    if arr.ndim != 2 or arr.shape[1] != 4:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a DVS Gesture .npy array ({e})") from None
+    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(
-            f"{path}: expected an [N, 4] array with columns x, y, p, t (ms), got shape {arr.shape}"
+            f"{path}: expected an [N, 4] array with columns x, y, p, t (ms), got {getattr(arr, 'shape', type(arr).__name__)}"
         )
     t_ms = arr[:, 3]
     t_us = np.rint(t_ms * 1000.0) if np.issubdtype(arr.dtype, np.floating) else t_ms.astype(np.int64) * 1000

@@ -219,6 +219,7 @@ class FrameDataset:
         name: str = "events",
         class_names: Sequence[str] = (),
         storage: str = "auto",
+        describe: Callable[[int], str] | None = None,
     ) -> FrameDataset:
         """Bin event recordings with ``encoder`` (a :class:`ToFrames` / :class:`ToSpikeTrains` with
         ``n_time_bins`` set) into a :class:`FrameDataset`.
@@ -230,6 +231,8 @@ class FrameDataset:
             classes: number of classes (default: max label + 1).
             storage: ``"uint8"`` (counts clipped at 255), ``"float16"``, or ``"auto"``: uint8 while every
                 count fits, float16 otherwise (so no count is clipped).
+            describe: recording index -> where it came from (a file), for the error an empty recording
+                raises: it would train the network on a silent sample.
         """
         if storage not in _STORAGES:
             raise ValueError(f"storage={storage!r} is not accepted; use one of {_STORAGES}")
@@ -243,7 +246,14 @@ class FrameDataset:
         dtype = np.float16 if storage == "float16" else np.uint8
         x = np.zeros((n, encoder.n_time_bins, *shape), dtype=dtype)
         for i in range(n):
-            f = encoder(events[i]).numpy()
+            ev = events[i]
+            if len(ev) == 0:
+                where = describe(i) if describe is not None else f"{name}: recording {i}"
+                raise ValueError(
+                    f"{where}: an empty recording (no events); training on it would teach the network a "
+                    "silent sample: remove or repair it"
+                )
+            f = encoder(ev).numpy()
             if x.dtype == np.uint8 and f.size and f.max() > 255:
                 if storage == "auto":
                     x = x.astype(np.float16)
@@ -376,7 +386,13 @@ def _from_folder(dataset, cap, encoder, name, classes, class_names) -> FrameData
     index = _capped(dataset.targets, cap, classes)
     labels = [dataset.targets[i] for i in index]
     return FrameDataset.from_events(
-        _EventsOf(dataset, index), labels, encoder, classes=classes, name=name, class_names=class_names
+        _EventsOf(dataset, index),
+        labels,
+        encoder,
+        classes=classes,
+        name=name,
+        class_names=class_names,
+        describe=lambda k: str(dataset.files[index[k]]),
     )
 
 
@@ -442,9 +458,16 @@ def _load_shd(path: Path, steps: int, downsample: int, caps) -> tuple[FrameDatas
         if cap is not None and cap < len(idx):
             sub = _choose(torch.as_tensor(lab[idx]), classes, cap, seed=0).tolist()
             idx = [idx[i] for i in sub]
+        source = test_path if (test_path is not None and split == "test") else path
         out.append(
             FrameDataset.from_events(
-                [ev[i] for i in idx], lab[idx], enc, classes=classes, name=f"shd-{split}", class_names=names
+                [ev[i] for i in idx],
+                lab[idx],
+                enc,
+                classes=classes,
+                name=f"shd-{split}",
+                class_names=names,
+                describe=lambda k, idx=idx, source=source: f"{source}: sample {idx[k]}",
             )
         )
     return out[0], out[1]
@@ -525,6 +548,12 @@ def load_event_dataset(
             EMULATED_DEFAULT_LIMIT if name in ("emulated-fashion-mnist", "emulated-mnist") else (None, None)
         )
 
+    if not name.startswith("emulated-"):
+        for option, value in (("cache_dir", cache_dir), ("saccade_params", saccade_params)):
+            if value is not None:
+                raise ValueError(
+                    f"{option} does not apply to {spec!r}: it is an option of the emulated-* specs"
+                )
     if name == "nmnist":
         return _load_nmnist(path, steps, downsample, caps)
     if name == "dvsgesture":

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..engine import forward_trace
 from ..ops import PARAMETRIC
@@ -21,7 +21,8 @@ PRUNE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95)
 def evaluate(
     model: nn.Module, data, encoder, spiking: bool, batch_size: int = 512, seed: int = 0
 ) -> dict[str, float]:
-    """Accuracy and mean spike rate of ``model`` on ``data`` with lfp-snn's engine.
+    """Accuracy and mean spike rate of ``model`` on ``data`` (static images through ``encoder``, or event
+    frames) with lfp-snn's engine.
 
     Random encoders draw from a fresh generator seeded with ``seed``, so two calls (e.g. before and after
     pruning) see the same input spikes. The spike rate is spikes / (neurons · steps · samples) over all LIF
@@ -37,7 +38,7 @@ def evaluate(
         for x, y in data.batches(batch_size, shuffle=False):
             x = x.to(device)
             if spiking:
-                xs = encoder(x, gen)
+                xs = model_input(model, x, data, encoder, gen)
                 trace = forward_trace(model, xs, keep=False)
                 out = trace.output
                 for c in trace.spike_counts.values():
@@ -49,6 +50,15 @@ def evaluate(
             n += len(y)
     model.train(was_training)
     return {"accuracy": correct / max(n, 1), "spike_rate": spikes / slots if slots else math.nan}
+
+
+def model_input(model: nn.Module, x: Tensor, data, encoder, generator: torch.Generator) -> Tensor:
+    """A batch ``x`` of ``data`` as a spiking model's input [T, B, ...]: event frames ([B, T, ...],
+    ``data.temporal``) time-first, static images through ``encoder``; in the model's dtype."""
+    dtype = next(model.parameters()).dtype
+    if getattr(data, "temporal", False):
+        return x.transpose(0, 1).to(dtype)
+    return encoder(x.to(dtype), generator)
 
 
 def prune_by_magnitude(model: nn.Module, fraction: float) -> nn.Module:
@@ -98,10 +108,11 @@ def train_rate(record: dict, sizes: dict[str, int]) -> float:
 
 def lif_sizes(model: nn.Module, data, encoder) -> dict[str, int]:
     """Neurons per LIF layer (from one test sample through lfp-snn's engine); empty for ANNs."""
-    if encoder is None or len(data) == 0:
+    if (encoder is None and not getattr(data, "temporal", False)) or len(data) == 0:
         return {}
     device = next(model.parameters()).device
-    x = data.x[:1].to(device)
+    x = next(iter(data.batches(1, shuffle=False)))[0].to(device)
     with torch.no_grad():
-        trace = forward_trace(model, encoder(x, torch.Generator(device=device).manual_seed(0)), keep=False)
+        xs = model_input(model, x, data, encoder, torch.Generator(device=device).manual_seed(0))
+        trace = forward_trace(model, xs, keep=False)
     return {k: c.numel() for k, c in trace.spike_counts.items()}

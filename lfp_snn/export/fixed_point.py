@@ -23,6 +23,7 @@ intensities); the bundle does not quantise analogue inputs.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -36,7 +37,7 @@ import torch
 from torch import nn
 
 from ..neurons.lif import LIF
-from .nir_export import _flat_layers, load_model
+from .nir_export import _flat_layers, check_finite, load_model
 from .simulator import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
@@ -168,6 +169,7 @@ def quantize(
 ) -> QuantNetwork:
     """The integer network of a dense spiking MLP (see the module docstring for the rules)."""
     model, cfg = load_model(model)
+    check_finite(model)
     _check_bits(weight_bits, mem_bits, beta_bits)
     if decay not in DECAYS:
         raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
@@ -406,6 +408,12 @@ static inline void lfp_snn_step(lfp_snn_state *st, const uint8_t *in) {{
 
 
 def _golden_inputs(net: QuantNetwork, inputs, samples: int, steps: int, rate: float, seed: int) -> np.ndarray:
+    if inputs is not None:
+        defaults = {k: v.default for k, v in inspect.signature(export_fpga).parameters.items()}
+        drawn = {"samples": samples, "steps": steps, "rate": rate, "seed": seed}
+        given = [k for k, v in drawn.items() if v != defaults[k]]
+        if given:
+            raise ValueError(f"{', '.join(given)}: options of the random golden inputs; inputs are given")
     if inputs is None:
         if samples < 1 or steps < 1:
             raise ValueError(f"samples and steps must be >= 1, got {samples}, {steps}")
@@ -567,6 +575,40 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_replaceable(target: Path, overwrite: bool) -> None:
+    """Raise unless ``target`` is absent, an empty folder, or (with ``overwrite``) exactly a bundle written by
+    :func:`export_fpga`: its manifest.json says so and the folder holds the files it lists and nothing else."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ValueError(f"{target} exists and is not a directory")
+    found = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() or p.is_symlink()}
+    if not found and not any(target.iterdir()):
+        return
+    try:
+        man = json.loads((target / "manifest.json").read_text())
+        listed = set(man["files"]) | {"manifest.json"}
+        ours = man.get("producer") == "lfp_snn.export.export_fpga" and man.get("format") == BUNDLE_FORMAT
+    except (OSError, ValueError, KeyError, TypeError):
+        ours, listed = False, set()
+    if not ours:
+        raise ValueError(
+            f"{target} is a non-empty directory without manifest.json of an lfp-snn FPGA bundle; refusing to "
+            "replace it (export to a new or empty folder)"
+        )
+    others = sorted(found - listed)
+    if others:
+        shown = ", ".join(others[:5]) + (f", ... ({len(others)} files)" if len(others) > 5 else "")
+        raise ValueError(
+            f"{target} is an lfp-snn FPGA bundle but also holds files that are not part of it ({shown}); "
+            "refusing to replace it, even with overwrite: move those files away first"
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"{target} holds an FPGA bundle already; pass overwrite=True (--overwrite) to replace it"
+        )
+
+
 def export_fpga(
     model_or_folder: nn.Module | str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -582,24 +624,21 @@ def export_fpga(
     rate: float = 0.25,
     seed: int = 0,
     input_shape: tuple[int, ...] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a fixed-point FPGA bundle of a dense spiking MLP to ``out_dir``; return its path.
 
     ``inputs``: binary spikes [T, B, ...] for the golden test vectors; default ``samples`` random Bernoulli
     spike trains of ``steps`` steps (firing probability ``rate``, ``seed``). The bundle is written into a
-    temporary directory beside ``out_dir`` and renamed into place only when complete; an existing bundle at
-    ``out_dir`` is replaced (a non-empty directory that is not a bundle is refused).
+    temporary directory beside ``out_dir`` and renamed into place only when complete. An existing non-empty
+    ``out_dir`` is refused, unless ``overwrite=True`` and it is a bundle this function wrote, holding nothing
+    but the files its manifest lists: other folders, and other files, are never deleted.
     """
+    target = Path(out_dir).absolute()
+    check_replaceable(target, overwrite)
     net = quantize(model_or_folder, weight_bits, mem_bits, decay, beta_bits, scale, input_shape)
     golden = _golden_inputs(net, inputs, samples, steps, rate, seed)
-    target = Path(out_dir).absolute()
-    if target.exists():
-        if not target.is_dir():
-            raise ValueError(f"{target} exists and is not a directory")
-        if any(target.iterdir()) and not (target / "manifest.json").is_file():
-            raise ValueError(
-                f"{target} is a non-empty directory without manifest.json; refusing to replace it"
-            )
+    check_replaceable(target, overwrite)  # again: the folder may have changed while the model was quantised
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:

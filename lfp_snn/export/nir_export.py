@@ -78,6 +78,19 @@ def load_model(model_or_folder) -> tuple[nn.Module, dict | None]:
     raise TypeError(f"expected an nn.Module or a checkpoint folder, got {type(model_or_folder).__name__}")
 
 
+def check_finite(model: nn.Module) -> None:
+    """ValueError naming the first parameter or buffer of ``model`` that holds NaN or inf: such a model has
+    no hardware meaning (its training diverged, or its weights were damaged)."""
+    for kind, items in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in items:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise ValueError(
+                    f"{kind} {name!r} holds {bad} NaN/inf value(s) of {t.numel()}; a model with non-finite "
+                    "weights cannot be exported (did the training diverge?)"
+                )
+
+
 def convert_reset(model: nn.Module, reset: str = "zero", reset_delay: bool = False) -> nn.Module:
     """A deep copy of ``model`` whose LIF layers use ``reset`` / ``reset_delay`` (default: NIR's neuron,
     reset to zero in the step it fires). The spikes change; fine-tune the copy before deploying it."""
@@ -327,6 +340,7 @@ def to_nir_graph(
         raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
     if maxpool not in MAXPOOL_MODES:
         raise ValueError(f"maxpool must be one of {MAXPOOL_MODES}, got {maxpool!r}")
+    check_finite(model)
     layers = _flat_layers(model)
     if not any(isinstance(m, LIF) for _, m in layers):
         raise ValueError("the model has no LIF layer: NIR export is for spiking models")
@@ -378,6 +392,7 @@ def export_nir(
     maxpool: str = "error",
     convert_reset: str | None = None,
     fold_r: bool = False,
+    overwrite: bool = False,
 ):
     """Write a spiking model (or a checkpoint folder) as a NIR file at ``path``; return the ``nir.NIRGraph``.
 
@@ -389,9 +404,17 @@ def export_nir(
             ``"zero"`` exports a copy with reset-to-zero and no delay -- a different model, to fine-tune.
         fold_r: put R = 1/(1-β) into the weights and write r = 1 (for tools that ignore ``r``).
     ``path=None`` builds the graph without writing. The file is written to a temporary name beside ``path``
-    and renamed into place, so a failed export leaves no partial file.
+    and renamed into place, so a failed export leaves no partial file; an existing file at ``path`` is
+    replaced only with ``overwrite=True``.
     """
     import nir
+
+    if path is not None:
+        path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; give the name of the .nir file to write")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
 
     model, cfg = load_model(model_or_checkpoint_folder)
     if input_shape is None and cfg is not None:
@@ -586,6 +609,24 @@ def _chain(graph) -> list[str]:
     return order
 
 
+def read_nir(path: str | os.PathLike):
+    """The ``nir.NIRGraph`` in the file ``path``; FileNotFoundError or ValueError naming the file otherwise."""
+    import h5py
+    import nir
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no NIR file at {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{path} is not a NIR file: NIR graphs are HDF5 files, and this one is not HDF5")
+    try:
+        return nir.read(str(path))
+    except (KeyError, ValueError, TypeError, AttributeError, OSError) as e:
+        raise ValueError(
+            f"{path} is an HDF5 file but not a NIR graph that nir can read ({type(e).__name__}: {e})"
+        ) from None
+
+
 def import_nir(path_or_graph, dt: float | None = None) -> SpikingSequential:
     """Read a NIR file (or a ``nir.NIRGraph``) into a :class:`SpikingSequential` (time-first [T, B, ...]).
 
@@ -595,7 +636,7 @@ def import_nir(path_or_graph, dt: float | None = None) -> SpikingSequential:
     """
     import nir
 
-    graph = path_or_graph if isinstance(path_or_graph, nir.NIRGraph) else nir.read(str(path_or_graph))
+    graph = path_or_graph if isinstance(path_or_graph, nir.NIRGraph) else read_nir(path_or_graph)
     gmeta = _meta(graph)
     if dt is None:
         if "dt" in gmeta:

@@ -6,12 +6,14 @@ defaults from these fields, and the docs quote them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 from ..homeostasis import MODES as HOMEOSTASIS_MODES
 from ..homeostasis import Homeostasis
-from ..rules import ACTIVITIES, MembraneShare
+from ..models import ARCHS, ModelConfig, is_spiking_arch
+from ..rules import ACTIVITIES, MembraneShare, get_composite
 from .methods import METHODS, PRECISIONS
 from .schedules import NOISE_SCHEDULES, SCHEDULES
 from .updates import CLIPS, OPTIMIZERS
@@ -86,6 +88,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad value (or pair of values that do not go together)."""
+        self._check_types()
         checks = [
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
@@ -130,6 +133,21 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        more = [
+            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
+            (0 <= self.seed < 2**63, f"seed must lie in [0, 2^63), got {self.seed}"),
+            (self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.eps >= 0, f"eps must be >= 0, got {self.eps}"),
+            (self.membrane_share >= 0, f"membrane_share (λ) must be >= 0, got {self.membrane_share}"),
+            (
+                self.membrane_share_weight >= 0,
+                f"membrane_share_weight (λ_W) must be >= 0, got {self.membrane_share_weight}",
+            ),
+        ]
+        for ok, msg in more:
+            if not ok:
+                raise ValueError(msg)
         lfp_only = {
             "micro_batch": self.micro_batch,
             "recompute": self.recompute or None,
@@ -155,6 +173,29 @@ class TrainConfig:
                     f"homeostasis_mode 'threshold' changes lfp-snn's LIF thresholds, which method "
                     f"{self.method!r} copies once into its own neurons; use homeostasis_mode 'bias'"
                 )
+        if self.method == "lfp":
+            get_composite(self.rule, self.eps)  # an unknown rule: ValueError listing the presets
+        _refuse_unused(self, unused_fields(self))
+
+    def _check_types(self) -> None:
+        """Raise ValueError naming a field whose value has the wrong type (e.g. from a hand-edited JSON)."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            kind = type(getattr(_DEFAULTS, f.name))
+            if f.name in ("micro_batch", "time_chunk"):
+                ok, what = v is None or _is_int(v), "an integer or None"
+            elif kind is bool:
+                ok, what = isinstance(v, bool), "true or false"
+            elif kind is int:
+                ok, what = _is_int(v), "an integer"
+            elif kind is float:
+                ok, what = _finite(v), "a finite number"
+            elif kind is str:
+                ok, what = isinstance(v, str), "a string"
+            else:
+                ok, what = isinstance(v, dict), "a dict"
+            if not ok:
+                raise ValueError(f"{f.name} must be {what}, got {v!r}")
 
     def homeostasis_rule(self) -> Homeostasis | None:
         """The homeostasis hook, or None when off."""
@@ -166,3 +207,64 @@ class TrainConfig:
             min_threshold=self.homeostasis_min_threshold,
             mode=self.homeostasis_mode,
         )
+
+
+def unused_fields(
+    train: TrainConfig, model: ModelConfig | None = None, temporal: bool = False
+) -> dict[str, str]:
+    """The fields of ``train`` that do not apply to its method, optimiser and clipping, and with ``model``
+    to that architecture (``temporal``: to event data, which arrive as frames) -> why."""
+    out: dict[str, str] = {}
+    if train.method != "lfp":
+        why = f"it is an option of LFP; method {train.method!r} trains by a loss"
+        for name in LFP_FIELDS:
+            out[name] = why
+    if train.optimizer != "sgd":
+        out["momentum"] = f"it is SGD's momentum; optimizer {train.optimizer!r} has none"
+    if train.clip == "none":
+        out["clip_value"] = "it is the bound of update clipping, and clip is 'none'"
+    if model is not None and model.arch in ARCHS and not is_spiking_arch(model.arch):
+        for name in SPIKING_FIELDS:
+            out[name] = f"it applies to spiking models; arch {model.arch!r} is an ANN"
+    if temporal:
+        out["encoder"] = "event data arrive as frames; the encoder turns static images into spikes"
+    return out
+
+
+def check_run(model: ModelConfig, train: TrainConfig, temporal: bool = False) -> None:
+    """Validate both configs and refuse a train field that does not apply to the model (or to event data,
+    ``temporal``) but is set to another value than its default."""
+    model.validate()
+    train.validate()
+    _refuse_unused(train, unused_fields(train, model, temporal))
+
+
+def _refuse_unused(train: TrainConfig, unused: dict[str, str]) -> None:
+    defaults = TrainConfig()
+    for name, why in unused.items():
+        value = getattr(train, name)
+        if value != getattr(defaults, name):
+            raise ValueError(f"{name}={value!r} does not apply: {why}")
+
+
+_DEFAULTS = TrainConfig()
+
+LFP_FIELDS = ("rule", "reward", "eps", "feedback_precision", "membrane_share", "membrane_share_weight")
+"""TrainConfig fields of the LFP method only (the engine's memory options are refused above by name)."""
+SPIKING_FIELDS = (
+    "steps",
+    "encoder",
+    "time_chunk",
+    "membrane_share",
+    "membrane_share_weight",
+    "homeostasis",
+)
+"""TrainConfig fields that apply to spiking models only."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

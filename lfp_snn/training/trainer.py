@@ -7,6 +7,8 @@ import csv
 import json
 import math
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -15,24 +17,39 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import (
+    TRAIN_STATE,
+    load_checkpoint,
+    load_config,
+    load_train_state,
+    save_checkpoint,
+    save_train_state,
+)
+from ..data import sample_shape
 from ..encoders import get_encoder
 from ..engine import run
 from ..models import ModelConfig, build_model, is_spiking_arch
 from ..neurons import LIF
 from ..rewards import get_reward
-from .config import TrainConfig
+from .config import TrainConfig, check_run
 from .methods import METHODS
 from .schedules import lr_scheduler, noise_scale
 from .step import predictions
 from .updates import clip_updates, make_optimizer
+
+RUN_FILES = ("config.json", "model.pt", TRAIN_STATE, "metrics.jsonl", "metrics.csv")
+"""The files a Trainer writes into its output folder."""
 
 
 class Trainer:
     """Train ``model`` (built from ``model_config``) with ``config`` on array data sets.
 
     ``fit`` returns the metrics history (one dict per epoch) and, when ``out_dir`` is given, writes
-    ``metrics.jsonl`` (or ``.csv``), ``config.json`` and ``model.pt`` there.
+    ``metrics.jsonl`` (or ``.csv``), ``config.json``, ``model.pt`` and ``train_state.pt`` there after every
+    epoch. An ``out_dir`` that already holds a run is refused unless ``overwrite=True`` (its run files are
+    replaced; other files stay) or ``resume=True`` (the run continues from its last epoch, up to
+    ``config.epochs``, exactly as if it had not stopped). The folder is checked here, before any training,
+    and created when the first epoch is written.
     """
 
     def __init__(
@@ -42,16 +59,30 @@ class Trainer:
         out_dir: str | os.PathLike | None = None,
         model: nn.Module | None = None,
         device: str | torch.device = "cpu",
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
     ) -> None:
-        config.validate()
+        check_run(model_config, config)
+        if overwrite and resume:
+            raise ValueError("overwrite and resume exclude each other: replace the run, or continue it")
+        if (overwrite or resume) and out_dir is None:
+            raise ValueError(f"{'overwrite' if overwrite else 'resume'} needs an out_dir")
         self.model_config = model_config
         self.config = config
         self.device = torch.device(device)
+        if self.device.type == "meta":
+            raise ValueError("device 'meta' holds no data; train on cpu or cuda")
         self.spiking = is_spiking_arch(model_config.arch)
+        if model is not None:
+            _check_model(model)
         self.model = (model if model is not None else build_model(model_config, seed=config.seed)).to(
             self.device
         )
+        self.dtype = next(self.model.parameters()).dtype
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.written: list[Path] = []  # files this Trainer has written, in order
+        self.saved_epoch = 0  # the last epoch whose checkpoint is in out_dir
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.encoder = get_encoder(config.encoder, config.steps) if self.spiking else None
         self.reward = get_reward(
@@ -65,6 +96,69 @@ class Trainer:
         self.step_fn = METHODS[config.method](self)
         self._noise_scale = 1.0
         self.homeostasis = config.homeostasis_rule() if self.spiking else None
+        self._initial: dict[str, Tensor] | None = None
+        self._resume_state: dict | None = None
+        self._replace: list[str] = []  # run files of an old run, removed when this run writes its first epoch
+        if self.out_dir is not None:
+            self._prepare_out_dir(overwrite, resume)
+
+    def _prepare_out_dir(self, overwrite: bool, resume: bool) -> None:
+        """Refuse an output folder that cannot be written or holds a run (unless overwrite / resume)."""
+        d = self.out_dir
+        check_writable_folder(d)
+        existing = [n for n in RUN_FILES if (d / n).exists()] if d.is_dir() else []
+        if resume:
+            self._resume_from(d)
+            return
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"{d} holds a run already ({', '.join(existing)}); pass overwrite=True (--overwrite) to replace "
+                "it, resume=True (--resume) to continue it, or choose another folder"
+            )
+        self._replace = existing
+
+    def _resume_from(self, d: Path) -> None:
+        cfg = load_config(d)
+        stored_model = ModelConfig.from_dict(cfg["model"])
+        if stored_model != self.model_config:
+            raise ValueError(
+                f"--resume: {d}/config.json describes another model ({_differences(stored_model, self.model_config)})"
+            )
+        stored = dict(cfg["train"])
+        done = stored.pop("epochs_done", None)
+        now = asdict(self.config)
+        fixed = {k: v for k, v in stored.items() if k not in ("epochs", *RESUMABLE) and now.get(k) != v}
+        if fixed:
+            diff = ", ".join(f"{k}: {stored[k]!r} -> {now.get(k)!r}" for k in sorted(fixed))
+            raise ValueError(f"--resume: the run in {d} was trained with other options ({diff})")
+        if stored.get("epochs") != self.config.epochs and (
+            self.config.schedule != "none" or self.config.noise_schedule != "constant"
+        ):
+            raise ValueError(
+                f"--resume: the run in {d} planned {stored.get('epochs')} epochs and its schedules depend on "
+                f"that number; resume it with --epochs {stored.get('epochs')}"
+            )
+        state = load_train_state(d)
+        if state["epoch"] != done:
+            raise ValueError(
+                f"--resume: {d}/{TRAIN_STATE} is at epoch {state['epoch']} but config.json says {done} epochs "
+                "are done; the folder was changed by something else"
+            )
+        if done > self.config.epochs:
+            raise ValueError(
+                f"--resume: the run in {d} has {done} epochs already, more than --epochs {self.config.epochs}"
+            )
+        model, _ = load_checkpoint(d)
+        self.model.load_state_dict(model.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        if self.homeostasis is not None:
+            self.homeostasis.running = dict(state.get("homeostasis_running", {}))
+            self.homeostasis.initial = dict(state.get("homeostasis_initial", {}))
+        self._initial = {k: v.to(self.device) for k, v in state["initial"].items()}
+        self._resume_state = state
+        self.epoch = self.saved_epoch = done
+        self._replace = []
 
     def noise_std(self) -> float:
         """The std of the input noise in the current epoch (``input_noise`` times its schedule's factor)."""
@@ -81,8 +175,9 @@ class Trainer:
                 raise ValueError("sequence data (events) needs a spiking model; got an ANN architecture")
             x = x.transpose(0, 1)
             if x.dtype == torch.uint8 and self.config.method == "lfp":
-                return x
-            return x.to(torch.get_default_dtype())
+                return x  # event counts stay uint8: the engine takes sparse ones as index lists
+            return x.to(self.dtype)
+        x = x.to(self.dtype)  # the data are float32; a float64 model gets float64 inputs
         return self.encoder(x, self.generator) if self.encoder is not None else x
 
     def lif_layers(self) -> dict[str, LIF]:
@@ -106,28 +201,84 @@ class Trainer:
             return self.model(x.to(self.device))
 
     def fit(self, train, test=None, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
-        """Train for ``config.epochs`` epochs; return one metrics dict per epoch (``on_epoch`` sees each)."""
+        """Train for ``config.epochs`` epochs (those not done yet when resuming); return one metrics dict per
+        epoch trained here (``on_epoch`` sees each)."""
         c = self.config
-        self.scheduler = lr_scheduler(
-            self.optimizer, c.schedule, c.lr, math.ceil(len(train) / c.batch_size), c.epochs
-        )
-        initial = {n: p.detach().clone() for n, p in self.model.named_parameters() if n.endswith("weight")}
+        temporal = getattr(train, "temporal", False)
+        check_run(self.model_config, c, temporal)
+        self._check_data(train, "train")
+        if test is not None:
+            self._check_data(test, "test")
+        per_epoch = math.ceil(len(train) / c.batch_size)
+        self.scheduler = lr_scheduler(self.optimizer, c.schedule, c.lr, per_epoch, c.epochs)
+        if self._resume_state is not None and self.scheduler is not None:
+            self.scheduler.load_state_dict(self._resume_state["scheduler"])
+        if self._initial is None:
+            self._initial = {
+                n: p.detach().clone() for n, p in self.model.named_parameters() if n.endswith("weight")
+            }
         history = []
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        for _ in range(c.epochs):
+        for _ in range(self.epoch, c.epochs):
             record = self._epoch(train)
             record.update(
                 {f"test_{k}": v for k, v in (self.evaluate(test).items() if test is not None else [])}
             )
-            record["sign_changed"] = sign_changed(self.model, initial)
+            record["sign_changed"] = sign_changed(self.model, self._initial)
             history.append(record)
             if self.out_dir is not None:
-                self._write_metrics(record)
-                save_checkpoint(self.out_dir, self.model, self.model_config, self._run_config())
+                self._write(record)
             if on_epoch is not None:
                 on_epoch(record)
         return history
+
+    def _check_data(self, data, split: str) -> None:
+        """A clear error when ``data`` does not fit the model config (sample shape, classes) or is empty."""
+        name = getattr(data, "name", split)
+        if len(data) == 0:
+            raise ValueError(f"{split} data {name!r} holds no samples")
+        shape = sample_shape(data)
+        if tuple(shape) != tuple(self.model_config.input_shape):
+            raise ValueError(
+                f"{split} data {name!r} has samples of shape {list(shape)}, but the model config was made for "
+                f"input_shape {list(self.model_config.input_shape)}"
+            )
+        if data.classes > self.model_config.classes:
+            raise ValueError(
+                f"{split} data {name!r} has {data.classes} classes, but the model has "
+                f"{self.model_config.classes} outputs"
+            )
+
+    def _write(self, record: dict) -> None:
+        """Write the epoch's metrics, the checkpoint and the training state into ``out_dir``."""
+        d = self.out_dir
+        d.mkdir(parents=True, exist_ok=True)
+        for name in self._replace:  # overwrite=True: the old run's files go when the new run's first arrive
+            (d / name).unlink(missing_ok=True)
+        self._replace = []
+        self._write_metrics(record)
+        save_checkpoint(d, self.model, self.model_config, self._run_config())
+        save_train_state(d, self._train_state())
+        self.saved_epoch = self.epoch
+        for p in (
+            d / f"metrics.{self.config.metrics_format}",
+            d / "config.json",
+            d / "model.pt",
+            d / TRAIN_STATE,
+        ):
+            if p not in self.written:
+                self.written.append(p)
+
+    def _train_state(self) -> dict:
+        h = self.homeostasis
+        return {
+            "epoch": self.epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "generator": self.generator.get_state(),
+            "initial": {k: v.detach().cpu() for k, v in self._initial.items()},
+            "homeostasis_running": {k: v.cpu() for k, v in h.running.items()} if h is not None else {},
+            "homeostasis_initial": {k: v.cpu() for k, v in h.initial.items()} if h is not None else {},
+        }
 
     def _run_config(self) -> dict:
         return {**asdict(self.config), "epochs_done": self.epoch}
@@ -139,7 +290,7 @@ class Trainer:
         batches = train.batches(c.batch_size, shuffle=True, generator=self.generator)
         total = math.ceil(len(train) / c.batch_size)
         bar = None
-        if c.progress:
+        if c.progress and _is_terminal(sys.stderr):  # in a log file, the per-epoch lines are the record
             from tqdm.auto import tqdm
 
             bar = tqdm(batches, total=total, desc=f"epoch {self.epoch + 1}/{c.epochs}", leave=False)
@@ -191,6 +342,56 @@ class Trainer:
             if new:
                 w.writeheader()
             w.writerow(record)
+
+
+RESUMABLE = ("progress",)
+"""TrainConfig fields a resumed run may change (besides ``epochs``)."""
+
+
+def check_writable_folder(d: Path) -> None:
+    """Raise ValueError unless ``d`` is a folder (or can be made one) that this process can write into."""
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"the output folder {d} is a file; give a folder")
+    probe = d
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"the output folder {d} cannot be made: {probe} is a file")
+    try:  # a real file, not os.access: that says yes to root on a read-only file system
+        fd, name = tempfile.mkstemp(prefix=".lfp-snn-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise ValueError(f"the output folder {d} cannot be written: {probe}: {e.strerror}") from None
+
+
+def _check_model(model: nn.Module) -> None:
+    params = list(model.parameters())
+    if not params:
+        raise ValueError("the model has no parameters: there is nothing to train")
+    meta = [n for n, p in model.named_parameters() if p.is_meta]
+    if meta:
+        raise ValueError(
+            f"the model's parameters are on the meta device (no data), e.g. {meta[0]!r}; materialise them first "
+            "(model.to_empty(device='cpu') and load weights, or build the model on a real device)"
+        )
+    dtypes = sorted({str(p.dtype) for p in params})
+    if len(dtypes) > 1:
+        raise ValueError(
+            f"the model mixes parameter dtypes {dtypes}; use one (model.float() or model.double())"
+        )
+
+
+def _differences(a: ModelConfig, b: ModelConfig) -> str:
+    da, db = a.to_dict(), b.to_dict()
+    return ", ".join(f"{k}: {da[k]!r} -> {db[k]!r}" for k in da if da[k] != db[k])
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
 
 
 def sign_changed(model: nn.Module, initial: dict[str, Tensor]) -> float:

@@ -9,9 +9,22 @@ import os
 import statistics
 from pathlib import Path
 
+REPORT_FILES = (
+    "results.csv",
+    "epochs.csv",
+    "results.json",
+    "results.md",
+    "accuracy.png",
+    "time.png",
+    "pruning.png",
+    "summary.png",
+)
+"""The files :func:`write_report` writes (besides the runs' folders)."""
+
 COLUMNS = (
     "method",
     "seed",
+    "lr",
     "test_accuracy",
     "best_test_accuracy",
     "train_accuracy",
@@ -80,12 +93,20 @@ def markdown(results: list[dict], meta: dict | None = None) -> str:
     for k, v in (meta or {}).items():
         lines.append(f"- {k}: {v}")
     kinds = sorted({r["memory_measure"] for r in results})
+    lrs = {r["method"]: r["lr"] for r in results}
     lines += [
-        f"- peak memory (MiB): {', '.join(kinds) or 'n/a'} while training; the test evaluation between "
-        "epochs is excluded, and a one-batch warm-up runs before each measured run",
+        f"- peak memory (MiB): {', '.join(kinds) or 'n/a'}, the same measure for every method",
         "- accuracy, spike rate and pruning are evaluated on the test set with lfp-snn's engine",
         "- sign changed: share of weights whose sign differs from the initial weights",
         "- prune p%: test accuracy after zeroing the p% smallest |w| in every Linear/Conv layer",
+    ]
+    if len(lrs) > 1 and len(set(lrs.values())) == 1:
+        lines.append(
+            f"- **note: all methods share one learning rate ({next(iter(lrs.values())):g})**; the best one differs "
+            "between methods (LFP and BPTT especially), so differences in accuracy may come from it: give each "
+            "method its own with --lr-for METHOD=LR"
+        )
+    lines += [
         "",
         "## Runs",
         "",
@@ -94,6 +115,7 @@ def markdown(results: list[dict], meta: dict | None = None) -> str:
     head = [
         "method",
         "seed",
+        "lr",
         "test acc",
         "best acc",
         "s/epoch",
@@ -107,6 +129,7 @@ def markdown(results: list[dict], meta: dict | None = None) -> str:
         cells = [
             r["method"],
             str(r["seed"]),
+            f"{r['lr']:g}",
             _fmt(r["test_accuracy"]),
             _fmt(r["best_test_accuracy"]),
             _fmt(r["epoch_time_s"], 3),

@@ -11,12 +11,11 @@ encoder, batches and initial weights for a given seed), evaluates every model wi
 - ``accuracy.png``, ``time.png``, ``pruning.png``, ``summary.png``;
 - ``runs/<method>_seed<s>/``: the Trainer's metrics, config and final weights.
 
-Peak memory is measured while training (the test evaluation between epochs is left out, and a one-batch
-warm-up with a throw-away Trainer runs first so imports and lazily loaded kernels are not charged to the
-run): on the CPU the largest increase of the process's resident set size (RSS) over its value at the start,
-sampled every 5 ms (free heap is returned to the OS first with ``malloc_trim`` so memory kept from earlier
-runs does not hide the run's own needs); on a GPU ``torch.cuda.max_memory_allocated`` above the allocation at
-the start. The table says which.
+Peak memory is that of one training step on a full batch (forward, feedback or backward, update clipping and the
+optimiser step), measured for every method the same way: the peak of the bytes held by live tensors, from
+torch's memory profiler (:func:`lfp_snn.experiments.memory.tensor_peak_mib`), with a throw-away Trainer after
+one warm-up step, so that neither the allocator's caching nor lazily loaded kernels enter the figure, and the
+measured run's time and random streams are not touched.
 """
 
 from __future__ import annotations
@@ -31,12 +30,13 @@ from pathlib import Path
 
 import torch
 
-from ...engine import run
 from ...models import ModelConfig, is_spiking_arch
-from ...training import TrainConfig, Trainer, check_methods, sign_changed
-from ..memory import PeakMemory
+from ...training import TrainConfig, Trainer, check_methods, clip_updates, sign_changed
+from ..memory import tensor_peak_mib
 from ..metrics import PRUNE_FRACTIONS, evaluate, lif_sizes, pruning_curve, train_rate
-from .report import write_report
+from .report import REPORT_FILES, write_report
+
+MEMORY_MEASURE = "tensors held during one training step (torch profiler)"
 
 ConfigMaker = Callable[[str, str, str, int], tuple[ModelConfig, TrainConfig]]
 
@@ -52,6 +52,7 @@ def run_one(
     out_dir: str | os.PathLike | None = None,
     prune: Sequence[float] = PRUNE_FRACTIONS,
     log: Callable[[str], None] | None = print,
+    overwrite: bool = False,
 ) -> dict:
     """Train one method with one seed and measure it; returns a dict (see :func:`compare`)."""
     spiking = is_spiking_arch(model_config.arch)
@@ -63,23 +64,12 @@ def run_one(
                 f"{r.get('test_accuracy', math.nan):.4f}  {r['time_s']:.2f}s"
             )
 
-    if out_dir is not None:  # a fresh run folder: the Trainer appends to an existing metrics file
-        for stale in ("metrics.jsonl", "metrics.csv"):
-            Path(out_dir, stale).unlink(missing_ok=True)
-    warm_up(model_config, train_config, train, device)
-    with PeakMemory(device) as mem:
-        t0 = time.perf_counter()
-        trainer = Trainer(model_config, train_config, out_dir=out_dir, device=device)
-        initial = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if n.endswith("weight")}
-        evaluate_epoch = trainer.evaluate
-
-        def evaluate_unmeasured(*args, **kwargs):
-            with mem.paused():
-                return evaluate_epoch(*args, **kwargs)
-
-        trainer.evaluate = evaluate_unmeasured  # the test evaluation between epochs is not training memory
-        history = trainer.fit(train, test, on_epoch=on_epoch)
-        wall = time.perf_counter() - t0
+    peak = step_peak_mib(model_config, train_config, train, device)
+    t0 = time.perf_counter()
+    trainer = Trainer(model_config, train_config, out_dir=out_dir, device=device, overwrite=overwrite)
+    initial = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if n.endswith("weight")}
+    history = trainer.fit(train, test, on_epoch=on_epoch)
+    wall = time.perf_counter() - t0
     model = trainer.model
     final = evaluate(model, test, trainer.encoder, spiking, train_config.eval_batch_size, seed)
     curve = pruning_curve(model, test, trainer.encoder, spiking, prune, train_config.eval_batch_size, seed)
@@ -103,8 +93,9 @@ def run_one(
         "train_accuracy": epochs[-1]["train_accuracy"] if epochs else math.nan,
         "epoch_time_s": statistics.fmean(times) if times else math.nan,
         "total_time_s": wall,
-        "peak_memory_mib": mem.peak / 2**20,
-        "memory_measure": mem.kind,
+        "lr": train_config.lr,
+        "peak_memory_mib": peak,
+        "memory_measure": MEMORY_MEASURE,
         "spike_rate": final["spike_rate"],
         "sign_changed": sign_changed(model, initial),
         "pruning": {float(f): a for f, a in curve.items()},
@@ -112,17 +103,20 @@ def run_one(
     }
 
 
-def warm_up(model_config: ModelConfig, train_config: TrainConfig, train, device) -> None:
-    """One training step and one inference with a throw-away Trainer, so that imports, lazily loaded kernels
-    and thread pools are not charged to the measured run (its time, memory and random streams)."""
+def step_peak_mib(model_config: ModelConfig, train_config: TrainConfig, train, device) -> float:
+    """Peak MiB of tensors held during one training step on a full batch (see the module docstring), with a
+    throw-away Trainer after one warm-up step (imports, lazily loaded kernels, the optimiser's state)."""
     trainer = Trainer(model_config, dataclasses.replace(train_config, progress=False), device=device)
     x, y = next(iter(train.batches(min(train_config.batch_size, len(train)), shuffle=False)))
-    xs = trainer.encode(x)
-    trainer.step_fn(xs, y.to(trainer.device))
-    trainer.optimizer.zero_grad()
-    with torch.no_grad():
-        run(trainer.model, xs) if trainer.spiking else trainer.model(xs)
-    del trainer
+    xs, y = trainer.encode(x, getattr(train, "temporal", False)), y.to(trainer.device)
+
+    def step() -> None:
+        trainer.step_fn(xs, y)
+        clip_updates(trainer.model, train_config.clip, train_config.clip_value)
+        trainer.optimizer.step()
+
+    step()
+    return tensor_peak_mib(step, trainer.device)
 
 
 def compare(
@@ -136,8 +130,11 @@ def compare(
     prune: Sequence[float] = PRUNE_FRACTIONS,
     log: Callable[[str], None] | None = print,
     meta: dict | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Train every method with every seed and return one result dict per run.
+
+    ``out_dir`` must not hold a comparison already (its report or ``runs/``) unless ``overwrite``.
 
     ``make_configs(name, method, rule, seed) -> (ModelConfig, TrainConfig)`` gives each run its configs (the
     CLI builds them from the ``train`` arguments, so every method shares data, model, encoder and T).
@@ -152,12 +149,27 @@ def compare(
         raise ValueError("no seeds given")
     if any(not 0 <= f <= 1 for f in prune):
         raise ValueError(f"pruning fractions must lie in [0, 1], got {list(prune)}")
+    if out_dir is not None:
+        check_out_dir(Path(out_dir), overwrite)
     results = []
     for name, method, rule in resolved:
         for seed in seeds:
             mc, tc = make_configs(name, method, rule, seed)
             run_dir = None if out_dir is None else Path(out_dir) / "runs" / f"{name}_seed{seed}"
-            results.append(run_one(name, seed, mc, tc, train, test, device, run_dir, prune, log))
+            results.append(run_one(name, seed, mc, tc, train, test, device, run_dir, prune, log, overwrite))
     if out_dir is not None:
         write_report(results, out_dir, meta)
     return results
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """FileExistsError when ``out`` holds a comparison (report files or ``runs/``) and not ``overwrite``;
+    ValueError when it is a file."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder {out} is a file; give a folder")
+    found = [n for n in (*REPORT_FILES, "runs") if (out / n).exists()]
+    if found and not overwrite:
+        raise FileExistsError(
+            f"{out} holds a comparison already ({', '.join(found)}); pass overwrite=True (--overwrite) to "
+            "replace it, or choose another folder"
+        )

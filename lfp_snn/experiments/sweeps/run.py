@@ -32,16 +32,22 @@ def run_sweep(
     threads_per_trial: int = 1,
     device: str = "cpu",
     ray_address: str | None = None,
+    retain_memory: bool = False,
     log: Callable[[str], None] | None = print,
 ) -> SweepOutcome:
     """Run the trials not yet in ``results`` and record each one as it finishes.
 
-    ``executor`` is ``local`` (``workers`` = 1: in this process; more: a spawn process pool) or ``ray``.
+    ``executor`` is ``local`` (``workers`` = 1: in this process; more: a spawn process pool) or ``ray``
+    (``ray_address``: a cluster to join; None starts a local instance). ``retain_memory``: the pool workers
+    and Ray tasks keep freed memory for reuse (:func:`lfp_snn.allocator.retain_freed_memory`), as this
+    process does when the command line asks for it.
     Ctrl-C (KeyboardInterrupt) stops the workers, keeps every finished trial and returns with
     ``interrupted=True``; a failed trial is reported in ``failed`` and not recorded (a rerun retries it).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        raise ValueError(f"ray_address applies to executor 'ray', not {executor!r}")
     if workers < 1 or threads_per_trial < 1:
         raise ValueError(f"workers and threads per trial must be >= 1, got {workers} and {threads_per_trial}")
     say = log or (lambda s: None)
@@ -57,11 +63,11 @@ def run_sweep(
         interrupted = False
         if todo:
             if executor == "ray":
-                stream = ray_tasks(todo, workers, device, threads_per_trial, ray_address)
+                stream = ray_tasks(todo, workers, device, threads_per_trial, ray_address, retain_memory, say)
             elif workers == 1:
                 stream = inline(todo, device, threads_per_trial)
             else:
-                stream = pool(todo, workers, device, threads_per_trial)
+                stream = pool(todo, workers, device, threads_per_trial, retain_memory)
             try:
                 for t, record in stream:
                     label = f"{t.method} β={t.beta:g} T={t.steps} seed={t.seed} lr={t.lr:g} [{t.key[:12]}]"

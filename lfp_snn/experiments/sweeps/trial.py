@@ -24,7 +24,7 @@ def load_trial_data(data: dict, steps: int, download: bool = False):
     event = is_event_spec(data["spec"])
     key = (canonical_json(data), steps if event else None)
     if key not in _DATA_CACHE:
-        train, test = load_data(data["spec"], steps, download)
+        train, test = load_data(data["spec"], steps, download, data.get("limit"))
         seed = int(data.get("subset_seed", 0))
         if data.get("subset"):
             train = train.subset(int(data["subset"]), seed=seed)
@@ -64,8 +64,12 @@ def run_trial(config: dict, device: str = "cpu", threads: int | None = 1) -> dic
     return {"key": trial_key(config), "config": config, "history": history, "info": info}
 
 
-def run_trial_safe(config: dict, device: str, threads: int | None) -> dict:
+def run_trial_safe(config: dict, device: str, threads: int | None, retain_memory: bool = False) -> dict:
     """:func:`run_trial` that returns ``{"key", "error"}`` instead of raising (for pools and Ray)."""
+    if retain_memory:
+        from ...allocator import retain_freed_memory
+
+        retain_freed_memory()
     try:
         return run_trial(config, device, threads)
     except Exception as e:  # noqa: BLE001 (a failed trial must not end the sweep)
