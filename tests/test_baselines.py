@@ -262,3 +262,59 @@ def test_missing_library_message(monkeypatch):
         baselines.require("snntorch", "bptt-snntorch")
     with pytest.raises(ImportError, match="pip install"):
         SnnTorchNetwork(build_model(ModelConfig(), seed=0))
+
+
+# snntorch's Synaptic/RLeaky zero reset with delay differs from lfp-snn's: refused (tested below)
+_OTHER = [
+    (k, r, d)
+    for k in ("cuba", "recurrent", "adaptive")
+    for r, d in (("subtract", True), ("zero", True), ("zero", False))
+    if k == "adaptive" or not (r == "zero" and d)
+]
+
+
+@pytest.mark.parametrize("kind, reset, delay", _OTHER)
+def test_snntorch_spikes_equal_lfp_engine_for_the_other_neurons(kind, reset, delay):
+    from lfp_snn.baselines.snntorch_bptt import SnnTorchNetwork
+
+    torch.manual_seed(0)
+    neuron = {
+        "cuba": lambda: lfp_snn.CubaLIF(0.5, 0.8, 0.7, reset, delay),
+        "recurrent": lambda: lfp_snn.RecurrentLIF(
+            16, 0.8, 0.7, reset, delay, recurrent_mask=1 - torch.eye(16)
+        ),
+        "adaptive": lambda: lfp_snn.AdaptiveLIF(0.8, 0.7, 0.8, 0.3, reset, delay),
+    }[kind]
+    model = lfp_snn.SpikingSequential(nn.Linear(12, 16), neuron(), nn.Linear(16, 5), lfp_snn.LIF(0.8, 0.7))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2.0)
+    xs = torch.rand(10, 4, 12, generator=torch.Generator().manual_seed(1))
+    want = lfp_snn.run(model, xs)
+    net = SnnTorchNetwork(model)
+    got = net(xs)
+    assert torch.equal(got.detach(), want)
+    assert 0 < float(want.mean()) < 1
+    # the parameters are shared: BPTT's gradient reaches the lfp-snn model's own weights (V included)
+    baselines.ce_count_loss(got, torch.tensor([0, 1, 2, 3])).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values()), [n for n, g in grads.items() if g is None]
+
+
+def test_norse_refuses_the_neurons_it_has_no_cell_for():
+    from lfp_snn.baselines.norse_bptt import NorseNetwork
+
+    model = lfp_snn.SpikingSequential(nn.Linear(4, 3), lfp_snn.CubaLIF(0.5), nn.Linear(3, 2), lfp_snn.LIF())
+    with pytest.raises(TypeError, match=r"layer '1' \(CubaLIF\) is not supported by the BPTT baselines"):
+        NorseNetwork(model)
+
+
+@pytest.mark.parametrize(
+    "neuron", [lambda: lfp_snn.CubaLIF(0.5, reset="zero"), lambda: lfp_snn.RecurrentLIF(3, reset="zero")]
+)
+def test_snntorch_zero_reset_of_synaptic_and_rleaky_is_refused(neuron):
+    from lfp_snn.baselines.snntorch_bptt import SnnTorchNetwork
+
+    model = lfp_snn.SpikingSequential(nn.Linear(4, 3), neuron(), nn.Linear(3, 2), lfp_snn.LIF())
+    with pytest.raises(ValueError, match=r"resets to zero by removing the whole new membrane"):
+        SnnTorchNetwork(model)

@@ -5,10 +5,15 @@ networks here and wrap them in a training step):
 
 - ``bptt-snntorch`` (:mod:`.snntorch_bptt`): ``snn.Leaky`` with the fast-sigmoid surrogate
   ∂S/∂U = 1 / (1 + 25 |U - θ|)² (the derivative of x / (1 + 25 |x|)); same β, θ, reset and reset delay, so
-  the forward pass is spike-for-spike identical to lfp-snn's engine.
+  the forward pass is spike-for-spike identical to lfp-snn's engine. ``CubaLIF`` becomes ``snn.Synaptic``,
+  ``RecurrentLIF`` ``snn.RLeaky`` (all-to-all, its recurrent product on the lfp-snn layer's own V and mask),
+  ``AdaptiveLIF`` the same dynamics written in torch with snntorch's surrogate (snntorch has no adaptive
+  neuron); their spikes equal lfp-snn's (tested), except snntorch's zero reset with delay in ``Synaptic`` and
+  ``RLeaky``, which is refused.
 - ``bptt-norse`` (:mod:`.norse_bptt`): norse's ``LIFBoxCell`` (a leaky integrator without synaptic current)
   with norse's SuperSpike surrogate, ∂S/∂U = 1 / (1 + |U - θ|)² as norse ships it; matched to β, θ and the
-  reset as closely as norse allows (the spikes agree with lfp-snn's; differences listed in that module).
+  reset as closely as norse allows (the spikes agree with lfp-snn's; differences listed in that module). LIF
+  layers only: a model with other neurons is refused.
 
 Options (``TrainConfig.extra``): ``surrogate_slope`` (snntorch's k, default 25) and ``norse_slope`` (the k of
 norse's surrogate in lfp-snn's membrane units, default 1).
@@ -42,15 +47,15 @@ DEFAULT_SLOPE = 25.0  # the paper's surrogate x / (1 + 25 |x|)
 BASELINES = ("bptt-snntorch", "bptt-norse")
 
 
-def step_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def step_layers(model: nn.Module, neurons: tuple[type, ...] = (LIF,)) -> list[tuple[str, nn.Module]]:
     """The layers of an lfp-snn spiking model in order (names as in ``named_modules``), checked for a
-    step-by-step network: parametric, pooling, shape and element-wise layers run per step, LIF layers are
-    replaced by the library's neuron."""
+    step-by-step network: parametric, pooling, shape and element-wise layers run per step, neurons (of the
+    types ``neurons`` the library can stand in for) are replaced by the library's neuron."""
     layers = leaves(model)
-    if not any(isinstance(m, LIF) for _, m in layers):
+    if not any(isinstance(m, neurons) for _, m in layers):
         raise ValueError("the BPTT baselines train spiking models (with LIF layers); this model has none")
     for name, m in layers:
-        if not isinstance(m, (LIF, *STEP_LAYERS)):
+        if not isinstance(m, (*neurons, *STEP_LAYERS)):
             raise TypeError(f"layer {name!r} ({type(m).__name__}) is not supported by the BPTT baselines")
     return layers
 
@@ -77,15 +82,20 @@ class StepNetwork(nn.Module):
 
     library = "?"
 
-    def __init__(self, model: nn.Module, make_neuron: Callable[[LIF], nn.Module]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        make_neuron: Callable[[nn.Module], nn.Module],
+        neurons: tuple[type, ...] = (LIF,),
+    ) -> None:
         super().__init__()
         self.names: list[str] = []
         self.neuron: list[bool] = []
         layers = []
-        for name, m in step_layers(model):
+        for name, m in step_layers(model, neurons):
             self.names.append(name)
-            self.neuron.append(isinstance(m, LIF))
-            layers.append(make_neuron(m) if isinstance(m, LIF) else m)
+            self.neuron.append(isinstance(m, neurons))
+            layers.append(make_neuron(m) if isinstance(m, neurons) else m)
         self.layers = nn.ModuleList(layers)
         self.spike_counts: dict[str, Tensor] = {}
 

@@ -25,10 +25,14 @@ with k = 25 (the derivative of x / (1 + k |x|)).
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..neurons import LIF
+from ..neurons import LIF, AdaptiveLIF, CubaLIF, RecurrentLIF
 from . import DEFAULT_SLOPE, StepNetwork, lif_constants, require
+
+NEURONS = (LIF, CubaLIF, AdaptiveLIF, RecurrentLIF)  # what the snntorch network replaces
 
 
 def _snntorch():
@@ -57,6 +61,145 @@ def make_leaky(lif: LIF, slope: float = DEFAULT_SLOPE) -> nn.Module:
     return leaky
 
 
+def _forget(neuron) -> None:
+    """Drop ``neuron`` from snntorch's class-wide instance list (see :func:`make_leaky`)."""
+    snn, _ = _snntorch()
+    instances = snn.SpikingNeuron.instances
+    if instances and instances[-1] is neuron:
+        instances.pop()
+
+
+class LeakyStep(nn.Module):
+    """``snn.Leaky`` called as ``(current, mem) -> (spikes, mem)``."""
+
+    def __init__(self, lif: LIF, slope: float) -> None:
+        super().__init__()
+        self.neuron = make_leaky(lif, slope)
+
+    def init_state(self):
+        return self.neuron.init_leaky()
+
+    def forward(self, cur, state):
+        return self.neuron(cur, state)
+
+
+class SynapticStep(nn.Module):
+    """``snn.Synaptic`` (α, β, θ, reset, delay of the lfp-snn ``CubaLIF``): state (syn, mem)."""
+
+    def __init__(self, m: CubaLIF, slope: float) -> None:
+        super().__init__()
+        snn, surrogate = _snntorch()
+        self.neuron = snn.Synaptic(
+            alpha=m.alpha.detach().clone(),
+            beta=m.beta.detach().clone(),
+            threshold=m.threshold.detach().clone(),
+            spike_grad=surrogate.fast_sigmoid(slope=slope),
+            reset_mechanism=m.reset,
+            reset_delay=m.reset_delay,
+            init_hidden=False,
+        )
+        _forget(self.neuron)
+
+    def init_state(self):
+        return self.neuron.init_synaptic()
+
+    def forward(self, cur, state):
+        spk, syn, mem = self.neuron(cur, *state)
+        return spk, (syn, mem)
+
+
+class _SharedRecurrent(nn.Module):
+    """V S (times the mask) with the lfp-snn layer's own V: the two networks share the recurrent weights."""
+
+    def __init__(self, m: RecurrentLIF) -> None:
+        super().__init__()
+        self.m = [m]  # a list: not a submodule, so V is not registered twice
+
+    def forward(self, spk):
+        return F.linear(spk, self.m[0].effective_weight())
+
+
+class RLeakyStep(nn.Module):
+    """``snn.RLeaky`` (all-to-all) whose recurrent product uses the lfp-snn ``RecurrentLIF``'s V (and mask):
+    state (spikes, mem)."""
+
+    def __init__(self, m: RecurrentLIF, slope: float) -> None:
+        super().__init__()
+        snn, surrogate = _snntorch()
+        self.neuron = snn.RLeaky(
+            beta=m.beta.detach().clone(),
+            linear_features=m.features,
+            threshold=m.threshold.detach().clone(),
+            spike_grad=surrogate.fast_sigmoid(slope=slope),
+            reset_mechanism=m.reset,
+            reset_delay=m.reset_delay,
+            init_hidden=False,
+        )
+        _forget(self.neuron)
+        self.neuron.recurrent = _SharedRecurrent(m)
+
+    def init_state(self):
+        return self.neuron.init_rleaky()
+
+    def forward(self, cur, state):
+        spk, mem = self.neuron(cur, *state)
+        return spk, (spk, mem)
+
+
+class AdaptiveStep(nn.Module):
+    """The lfp-snn ``AdaptiveLIF``'s dynamics written step by step in torch with snntorch's fast-sigmoid
+    surrogate for ∂S/∂(U - θ_t) (snntorch has no adaptive neuron); the adaptation a_t = ρ a_{t-1} + κ S_{t-1}
+    carries the gradient as in e-prop-style ALIF BPTT. State (U, a, S)."""
+
+    def __init__(self, m: AdaptiveLIF, slope: float) -> None:
+        super().__init__()
+        _, surrogate = _snntorch()
+        self.spike = surrogate.fast_sigmoid(slope=slope)
+        for name in ("beta", "threshold", "rho", "adaptation"):
+            self.register_buffer(name, getattr(m, name).detach().clone())
+        self.reset, self.reset_delay = m.reset, m.reset_delay
+
+    def init_state(self):
+        return None
+
+    def forward(self, cur, state):
+        if state is None:
+            z = torch.zeros_like(cur)
+            state = (z, z, z)
+        u, a_prev, s_prev = state
+        a = self.rho * a_prev + self.adaptation * s_prev
+        thr = self.threshold + a
+        if self.reset_delay:
+            if self.reset == "subtract":
+                u = self.beta * u + cur - (self.threshold + a_prev) * s_prev.detach()
+            else:
+                u = self.beta * u * (1 - s_prev.detach()) + cur
+            s = self.spike(u - thr)
+        else:
+            pre = self.beta * u + cur
+            s = self.spike(pre - thr)
+            u = pre - thr * s.detach() if self.reset == "subtract" else pre * (1 - s.detach())
+        return s, (u, a, s)
+
+
+def make_step(m: nn.Module, slope: float = DEFAULT_SLOPE) -> nn.Module:
+    """The snntorch-side neuron for an lfp-snn neuron module."""
+    if isinstance(m, (CubaLIF, RecurrentLIF)) and m.reset == "zero" and m.reset_delay:
+        raise ValueError(
+            f"snntorch's {'Synaptic' if isinstance(m, CubaLIF) else 'RLeaky'} resets to zero by removing the whole "
+            "new membrane (the step's input included) where lfp-snn's neuron, like snntorch's Leaky, zeroes only "
+            "the decayed part: the two networks would spike differently; use reset='subtract' or "
+            "reset_delay=False for the BPTT baseline"
+        )
+    if isinstance(m, CubaLIF):
+        return SynapticStep(m, slope)
+    if isinstance(m, RecurrentLIF):
+        return RLeakyStep(m, slope)
+    if isinstance(m, AdaptiveLIF):
+        return AdaptiveStep(m, slope)
+    return LeakyStep(m, slope)
+
+
 class SnnTorchNetwork(StepNetwork):
     """The lfp-snn model as an snntorch network: same layers (shared), ``snn.Leaky`` in place of each LIF.
 
@@ -67,11 +210,13 @@ class SnnTorchNetwork(StepNetwork):
     library = "snntorch"
 
     def __init__(self, model: nn.Module, slope: float = DEFAULT_SLOPE) -> None:
-        super().__init__(model, lambda lif: make_leaky(lif, slope))
+        super().__init__(model, lambda m: make_step(m, slope), NEURONS)
         self.slope = slope
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._unroll(x, [m.init_leaky() for m, is_lif in zip(self.layers, self.neuron) if is_lif])
+        return self._unroll(
+            x, [m.init_state() for m, is_neuron in zip(self.layers, self.neuron) if is_neuron]
+        )
 
 
 def snntorch_loss():
