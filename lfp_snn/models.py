@@ -13,11 +13,22 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from . import deep
 from .kernels import CHOICES as BACKENDS
 from .network import SpikingSequential
-from .neurons import LIF, Heaviside
+from .neurons import LIF, AdaptiveLIF, CubaLIF, Heaviside, RecurrentLIF
 
-ARCHS = ("spiking-mlp", "spiking-lenet", "spiking-small", "mlp", "lenet")
+ARCHS = (
+    "spiking-mlp",
+    "spiking-lenet",
+    "spiking-small",
+    "deeper-snn",
+    "resnet-snn",
+    "vgg-snn",
+    "mlp",
+    "lenet",
+)
+NEURONS = ("lif", "cuba", "adaptive", "recurrent")  # the hidden layers' neuron (lfp_snn.neurons)
 RESETS = ("subtract", "zero")  # what the LIF layer accepts for reset
 
 
@@ -39,6 +50,12 @@ class ModelConfig:
     reset_delay: bool = True
     activation: str = "relu"  # ANNs: relu | heaviside | tanh | sigmoid | silu | elu | leaky-relu
     backend: str = "auto"  # LIF scan kernels: auto | torch | native | triton (lfp_snn.kernels)
+    neuron: str = (
+        "lif"  # hidden layers: lif | cuba (CubaLIF) | adaptive (AdaptiveLIF) | recurrent (RecurrentLIF)
+    )
+    alpha: float = 0.5  # cuba: synaptic decay α in [0, 1)
+    rho: float = 0.95  # adaptive: decay ρ of the threshold adaptation, in [0, 1)
+    adaptation: float = 0.2  # adaptive: κ, the threshold's rise after a spike (>= 0)
     weight_scale: float = 1.0  # multiplies the default initialisation of every weight
     extra: dict = field(default_factory=dict)
 
@@ -104,6 +121,19 @@ class ModelConfig:
             raise ValueError(f"unknown activation {self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
+        if self.neuron not in NEURONS:
+            raise ValueError(f"unknown neuron {self.neuron!r}; expected one of {NEURONS}")
+        if not (_is_number(self.alpha) and 0 <= self.alpha < 1):
+            raise ValueError(f"alpha (synaptic decay) must lie in [0, 1), got {self.alpha!r}")
+        if not (_is_number(self.rho) and 0 <= self.rho < 1):
+            raise ValueError(f"rho (adaptation decay) must lie in [0, 1), got {self.rho!r}")
+        if not (_is_number(self.adaptation) and self.adaptation >= 0):
+            raise ValueError(f"adaptation must be a finite number >= 0, got {self.adaptation!r}")
+        if self.neuron == "recurrent" and self.arch not in MLP_ARCHS:
+            raise ValueError(
+                f"neuron='recurrent' needs dense hidden layers ({', '.join(a for a in MLP_ARCHS if is_spiking_arch(a))}); "
+                f"arch {self.arch!r} has convolutions"
+            )
         if not (_is_number(self.weight_scale) and 0 < self.weight_scale < math.inf):
             raise ValueError(f"weight_scale must be a finite number > 0, got {self.weight_scale!r}")
         if not isinstance(self.extra, dict):
@@ -115,7 +145,17 @@ class ModelConfig:
                 raise ValueError(f"{name}={value!r} does not apply: {why}")
 
 
-SPIKING_FIELDS = ("beta", "threshold", "reset", "reset_delay", "backend")
+SPIKING_FIELDS = (
+    "beta",
+    "threshold",
+    "reset",
+    "reset_delay",
+    "backend",
+    "neuron",
+    "alpha",
+    "rho",
+    "adaptation",
+)
 """ModelConfig fields of the LIF neurons: spiking architectures only."""
 MLP_ARCHS = ("spiking-mlp", "spiking-small", "mlp")
 """Architectures whose hidden widths ``hidden`` sets."""
@@ -128,6 +168,13 @@ def unused_fields(cfg: ModelConfig) -> dict[str, str]:
     out = {}
     if is_spiking_arch(cfg.arch):
         out["activation"] = f"it is the activation of ANNs; arch {cfg.arch!r} is spiking (LIF neurons)"
+        if cfg.neuron != "cuba":
+            out["alpha"] = f"it is the synaptic decay of neuron 'cuba'; the neuron is {cfg.neuron!r}"
+        if cfg.neuron != "adaptive":
+            for name in ("rho", "adaptation"):
+                out[name] = (
+                    f"it sets the threshold adaptation of neuron 'adaptive'; the neuron is {cfg.neuron!r}"
+                )
     else:
         for name in SPIKING_FIELDS:
             out[name] = f"it sets the LIF neurons of spiking models; arch {cfg.arch!r} is an ANN"
@@ -161,6 +208,21 @@ def _lif(cfg: ModelConfig) -> LIF:
     return LIF(cfg.beta, cfg.threshold, cfg.reset, cfg.reset_delay, cfg.backend)
 
 
+def _hidden_neuron(cfg: ModelConfig, width: int | None = None) -> nn.Module:
+    """The neuron of a hidden layer (``cfg.neuron``; the output layer is always a LIF read-out)."""
+    if cfg.neuron == "cuba":
+        return CubaLIF(cfg.alpha, cfg.beta, cfg.threshold, cfg.reset, cfg.reset_delay, cfg.backend)
+    if cfg.neuron == "adaptive":
+        backend = "torch" if cfg.backend == "auto" else cfg.backend
+        return AdaptiveLIF(
+            cfg.beta, cfg.threshold, cfg.rho, cfg.adaptation, cfg.reset, cfg.reset_delay, backend
+        )
+    if cfg.neuron == "recurrent":
+        backend = "torch" if cfg.backend == "auto" else cfg.backend
+        return RecurrentLIF(width, cfg.beta, cfg.threshold, cfg.reset, cfg.reset_delay, backend=backend)
+    return _lif(cfg)
+
+
 def _features(shape: Sequence[int]) -> int:
     return int(math.prod(shape))
 
@@ -169,8 +231,8 @@ def spiking_mlp(cfg: ModelConfig) -> SpikingSequential:
     """Dense layers, each followed by a LIF layer (App. A.6.3: hidden 1000-1000)."""
     widths = [_features(cfg.input_shape), *(cfg.hidden or (1000, 1000)), cfg.classes]
     layers: list[nn.Module] = [nn.Flatten()]
-    for a, b in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(a, b), _lif(cfg)]
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers += [nn.Linear(a, b), _hidden_neuron(cfg, b) if i < len(widths) - 2 else _lif(cfg)]
     return SpikingSequential(*layers)
 
 
@@ -201,10 +263,10 @@ def spiking_lenet(cfg: ModelConfig) -> SpikingSequential:
     n = _conv_out(cfg.input_shape, convs)
     return SpikingSequential(
         convs[0],
-        _lif(cfg),
+        _hidden_neuron(cfg),
         convs[1],
         convs[2],
-        _lif(cfg),
+        _hidden_neuron(cfg),
         convs[3],
         nn.Flatten(),
         nn.Linear(n, cfg.classes),
@@ -248,10 +310,52 @@ def lenet(cfg: ModelConfig) -> nn.Sequential:
     )
 
 
+def deeper_snn(cfg: ModelConfig) -> SpikingSequential:
+    """The paper's DeeperSNN (lfp_snn.deep.deeper_snn): five 3x3 convolutions without bias, LIF read-out."""
+    return _deep(deep.deeper_snn, cfg)
+
+
+def resnet_snn(cfg: ModelConfig) -> nn.Module:
+    """The paper's ResNet-like SNN with a 1x1-conv skip branch (lfp_snn.deep.ResNetSNN)."""
+    return _deep(deep.ResNetSNN, cfg)
+
+
+def vgg_snn(cfg: ModelConfig) -> SpikingSequential:
+    """[conv 3x3 - BatchNorm - neuron] x 2 - pool, twice (32, 64 channels), dense read-out (lfp_snn.deep)."""
+    return _deep(deep.vgg_snn, cfg)
+
+
+def _deep(build, cfg: ModelConfig) -> nn.Module:
+    if len(cfg.input_shape) != 3:
+        raise ValueError(f"arch {cfg.arch!r} needs a (C, H, W) input shape, got {tuple(cfg.input_shape)}")
+    try:
+        model = build(cfg.input_shape, cfg.classes, lambda: _hidden_neuron(cfg))
+    except RuntimeError as e:  # a pooling or convolution with nothing left to work on
+        raise ValueError(
+            f"arch {cfg.arch!r} cannot take inputs of shape {tuple(cfg.input_shape)}: its convolutions and "
+            f"poolings leave nothing ({e}); use larger images (3x32x32 or 1x28x28 as in the paper)"
+        ) from e
+    last = [m for m in model.modules() if isinstance(m, (LIF, CubaLIF, AdaptiveLIF))][-1]
+    if not isinstance(last, LIF):  # the read-out is a LIF, as in the other architectures
+        _replace(model, last, _lif(cfg))
+    return model
+
+
+def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if child is old:
+                setattr(parent, name, new)
+                return
+
+
 _BUILDERS = {
     "spiking-mlp": spiking_mlp,
     "spiking-lenet": spiking_lenet,
     "spiking-small": spiking_small,
+    "deeper-snn": deeper_snn,
+    "resnet-snn": resnet_snn,
+    "vgg-snn": vgg_snn,
     "mlp": mlp,
     "lenet": lenet,
 }
@@ -276,6 +380,9 @@ def build_model(cfg: ModelConfig | dict, seed: int | None = None) -> nn.Module:
     return model
 
 
+ANN_ARCHS = ("mlp", "lenet")
+
+
 def is_spiking_arch(arch: str) -> bool:
-    """True for the spiking architectures (their names start with ``spiking``)."""
-    return isinstance(arch, str) and arch.startswith("spiking")
+    """True for the spiking architectures (every one of :data:`ARCHS` but the ANNs ``mlp`` and ``lenet``)."""
+    return isinstance(arch, str) and (arch.startswith("spiking") or (arch in ARCHS and arch not in ANN_ARCHS))

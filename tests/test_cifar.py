@@ -162,3 +162,11 @@ def test_download_refuses_an_archive_that_writes_outside_its_folder(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_cifar_specs_load_through_load_dataset(tmp_path):
+    from lfp_snn.data import load_dataset
+
+    _cifar10(tmp_path / "cifar-10-batches-py")
+    train, test = load_dataset(f"cifar10:{tmp_path}")
+    assert train.input_shape == (3, 32, 32) and len(test) == 6

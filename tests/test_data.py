@@ -490,7 +490,7 @@ def test_load_dataset_fashion_absent_explains(tmp_path: Path) -> None:
         load_dataset("fashion-mnist", root=tmp_path / "none")
 
 
-@pytest.mark.parametrize("spec", ["cifar10", "digits:/tmp", "idx", "mnist:", "MNIST", ""])
+@pytest.mark.parametrize("spec", ["cifar", "digits:/tmp", "idx", "mnist:", "MNIST", "cifar10:", ""])
 def test_load_dataset_unknown_spec(spec: str) -> None:
     with pytest.raises(ValueError, match="accepted") as info:
         load_dataset(spec)
@@ -498,7 +498,12 @@ def test_load_dataset_unknown_spec(spec: str) -> None:
 
 
 def test_datasets_tuple() -> None:
-    assert DATASETS == ("digits", "mnist", "fashion-mnist", "idx")
+    assert DATASETS == ("digits", "mnist", "fashion-mnist", "idx", "cifar10", "cifar100", "cifar100-coarse")
+
+
+def test_cifar_absent_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"CIFAR10 not found at .*none: pass download=True"):
+        load_dataset(f"cifar10:{tmp_path / 'none'}")
 
 
 # --------------------------------------------------------------------------------------------------------

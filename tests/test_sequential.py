@@ -43,3 +43,31 @@ def test_a_recurrent_lfp_network_learns_sequential_digits():
     tr = Trainer(mc, TrainConfig(epochs=3, batch_size=32, lr=3e-3, progress=False), model=net)
     history = tr.fit(train, test)
     assert history[-1]["test_accuracy"] > 0.5, history[-1]  # chance is 0.1
+
+
+def test_the_command_line_trains_on_sequences_and_refuses_T(tmp_path, capsys):
+    from lfp_snn.cli import main
+
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "sequential-digits",
+                "--neuron",
+                "recurrent",
+                "--epochs",
+                "1",
+                "--subset",
+                "300",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "(T=8," in out and "RecurrentLIF(256)" in out
+    assert main(["train", "--data", "sequential-digits", "-T", "5", "--out", str(tmp_path / "b")]) == 2
+    assert "-T/--steps does not apply" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -139,7 +139,12 @@ def cmd_compare(a: argparse.Namespace) -> int:
     meta = {
         "data": f"{a.data} ({len(train)} train / {len(test)} test)",
         "model": f"{mc.arch}"
-        + (f", T={tc.steps}, β={mc.beta}, θ={mc.threshold}, reset={mc.reset}" if spiking else ""),
+        + (
+            f", T={train.steps if temporal else tc.steps}, β={mc.beta}, θ={mc.threshold}, reset={mc.reset}, "
+            f"neuron={mc.neuron}"
+            if spiking
+            else ""
+        ),
         "reset delay / encoder": f"{mc.reset_delay} / {tc.encoder if not temporal else 'event frames'}"
         if spiking
         else "n/a",

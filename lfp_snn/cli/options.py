@@ -13,10 +13,13 @@ import argparse
 import torch
 
 from ..data import is_event_spec, load_data, sample_shape
+from ..data.images import DOWNLOADS
+from ..data.sequential import PREFIX as SEQUENTIAL
+from ..data.sequential import is_sequential_spec
 from ..encoders import ENCODERS
 from ..homeostasis import MODES as HOMEOSTASIS_MODES
 from ..kernels import CHOICES as BACKENDS
-from ..models import ACTIVATIONS, ARCHS, RESETS, ModelConfig, is_spiking_arch
+from ..models import ACTIVATIONS, ARCHS, NEURONS, RESETS, ModelConfig, is_spiking_arch
 from ..models import unused_fields as unused_model_fields
 from ..rewards import REWARDS
 from ..rules import ACTIVITIES, presets
@@ -40,6 +43,10 @@ MODEL_OPTIONS = (
     "reset",
     "reset_delay",
     "backend",
+    "neuron",
+    "alpha",
+    "rho",
+    "adaptation",
 )
 """Option destinations that are ModelConfig fields of the same name."""
 
@@ -130,7 +137,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--arch",
         default=None,
         choices=ARCHS,
-        help=f"spiking-small (fast), spiking-mlp (paper: 1000-1000), spiking-lenet, mlp, lenet {_d('arch')}",
+        help="spiking-small (fast), spiking-mlp (paper: 1000-1000), spiking-lenet, deeper-snn and resnet-snn (the "
+        f"paper's deeper conv nets), vgg-snn (with BatchNorm), mlp, lenet {_d('arch')}",
     )
     g.add_argument(
         "--hidden",
@@ -158,6 +166,25 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help=f"reset one step after the spike, as the reference does {_d('reset_delay')}",
+    )
+    g.add_argument(
+        "--neuron",
+        default=None,
+        choices=NEURONS,
+        help="the hidden layers' neuron: lif, cuba (current-based, CubaLIF), adaptive (adaptive threshold, "
+        f"AdaptiveLIF) or recurrent (RecurrentLIF, dense layers); the read-out is a LIF (docs/neurons.md) {_d('neuron')}",
+    )
+    g.add_argument(
+        "--alpha", type=float, default=None, help=f"cuba: synaptic decay α in [0, 1) {_d('alpha')}"
+    )
+    g.add_argument(
+        "--rho", type=float, default=None, help=f"adaptive: decay ρ of the adaptation in [0, 1) {_d('rho')}"
+    )
+    g.add_argument(
+        "--adaptation",
+        type=float,
+        default=None,
+        help=f"adaptive: the threshold's rise κ >= 0 after a spike {_d('adaptation')}",
     )
     g.add_argument("-T", "--steps", type=int, default=None, help=f"time steps per sample {_d('steps')}")
     g.add_argument(
@@ -460,16 +487,23 @@ def check_backend_runs(backend: str, device: torch.device) -> None:
 
 
 def check_data_options(a: argparse.Namespace) -> None:
-    """Refuse ``--limit`` for static images and ``--download`` for anything but MNIST."""
+    """Refuse ``--limit`` for static images, ``-T`` for images read row by row (one step per row) and
+    ``--download`` for anything lfp-snn does not download (MNIST and CIFAR only)."""
     event = is_event_spec(a.data)
     if a.limit is not None and not event:
         raise ValueError(
             f"--limit does not apply: it caps event data (nmnist:, shd:, dvsgesture:, emulated-*); "
             f"--data {a.data} is a static image set"
         )
-    if a.download and a.data.partition(":")[0] != "mnist":
+    sequential = is_sequential_spec(a.data)
+    if sequential and a.steps is not None:
         raise ValueError(
-            f"--download does not apply: it fetches MNIST (--data mnist); --data {a.data} is not"
+            f"-T/--steps does not apply: --data {a.data} reads each image row by row, one time step per row"
+        )
+    base = a.data[len(SEQUENTIAL) :] if sequential else a.data
+    if a.download and base.partition(":")[0] not in DOWNLOADS:
+        raise ValueError(
+            f"--download does not apply: it fetches {', '.join(DOWNLOADS)}; --data {a.data} is none of them"
         )
 
 

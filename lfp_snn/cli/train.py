@@ -79,15 +79,15 @@ def layer_rates(record: dict, layers: dict[str, str]) -> str:
 
 
 def describe_layers(model: torch.nn.Module) -> dict[str, str]:
-    """LIF layer path -> e.g. ``2 LIF(256)`` (the path in the model, the type and the neurons it feeds)."""
-    from ..neurons import LIF
+    """Neuron layer path -> e.g. ``2 LIF(256)`` (the path in the model, the type and the neurons it feeds)."""
+    from ..neurons import LIF, AdaptiveLIF, CubaLIF, RecurrentLIF
 
     out, width = {}, None
     for name, m in model.named_modules():
         w = getattr(m, "out_features", None) or getattr(m, "out_channels", None)
         if w is not None:
             width = w
-        if isinstance(m, LIF):
+        if isinstance(m, (LIF, CubaLIF, AdaptiveLIF, RecurrentLIF)):
             out[name] = f"{name} {type(m).__name__}({width if width is not None else '?'})"
     return out
 
@@ -108,7 +108,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     trainer = Trainer(
         model_cfg, train_cfg, out_dir=out, device=device, overwrite=a.overwrite, resume=a.resume
     )
-    what = f"{model_cfg.arch} ({f'T={train_cfg.steps}, β={model_cfg.beta}' if spiking else 'ANN'})"
+    steps = train.steps if temporal else train_cfg.steps  # sequence data bring their own T
+    what = f"{model_cfg.arch} ({f'T={steps}, β={model_cfg.beta}' if spiking else 'ANN'})"
     method = f"lfp-{train_cfg.rule}" if train_cfg.method == "lfp" else train_cfg.method
     todo = train_cfg.epochs - trainer.epoch
     print(

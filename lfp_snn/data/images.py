@@ -12,6 +12,9 @@ Accepted specs for :func:`load_dataset` (see :data:`DATASETS`):
   ``dataset-fashion-mnist``).
 * ``"idx:<folder>"``, ``"mnist:<folder>"``, ``"fashion-mnist:<folder>"``: any folder holding the four
   MNIST-style IDX files (see :data:`~lfp_snn.data.idx.IDX_FILES`), gzipped or not.
+* ``"cifar10[:<folder>]"``, ``"cifar100[:<folder>]"``, ``"cifar100-coarse[:<folder>]"``: the python-version
+  batch folder (:mod:`~lfp_snn.data.cifar`), under ``$LFP_SNN_DATA/<name>`` or ``~/.cache/lfp-snn/<name>`` when
+  no folder is given; ``download=True`` fetches and unpacks the archive first.
 """
 
 from __future__ import annotations
@@ -24,14 +27,26 @@ from .arrays import ArrayDataset
 from .digits import load_digits
 from .idx import load_idx_folder
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "idx")
+DATASETS: tuple[str, ...] = (
+    "digits",
+    "mnist",
+    "fashion-mnist",
+    "idx",
+    "cifar10",
+    "cifar100",
+    "cifar100-coarse",
+)
 """Data set names accepted by :func:`load_dataset`; all but ``digits`` also take ``<name>:<folder>``,
 and ``idx`` needs the folder."""
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs the four gzipped IDX files."""
 
-_SPECS_HELP = "'digits', 'mnist', 'fashion-mnist', 'idx:<folder>', 'mnist:<folder>', 'fashion-mnist:<folder>'"
+_SPECS_HELP = (
+    "'digits', 'mnist', 'fashion-mnist', 'idx:<folder>', 'mnist:<folder>', 'fashion-mnist:<folder>', "
+    "'cifar10[:<folder>]', 'cifar100[:<folder>]', 'cifar100-coarse[:<folder>]'"
+)
+DOWNLOADS = ("mnist", "cifar10", "cifar100", "cifar100-coarse")  # what download=True applies to
 
 
 def _parse_spec(spec: str) -> tuple[str, Path | None]:
@@ -72,6 +87,20 @@ def _load_fashion(folder: Path) -> tuple[ArrayDataset, ArrayDataset]:
         ) from err
 
 
+def _load_cifar(name: str, folder: Path, download: bool) -> tuple[ArrayDataset, ArrayDataset]:
+    from . import cifar
+
+    base = name.split("-")[0]
+    if download:
+        cifar.download_cifar(folder, base)
+    elif not folder.is_dir():
+        raise FileNotFoundError(
+            f"{base.upper()} not found at {folder}: pass download=True (--download) to fetch "
+            f"{cifar.CIFAR_URLS[base]} there, or give '{name}:<folder>' with the unpacked python-version batches"
+        )
+    return cifar.load_cifar_folder(folder, base, "coarse" if name.endswith("coarse") else "fine")
+
+
 def load_dataset(
     spec: str, root: str | os.PathLike[str] | None = None, download: bool = False
 ) -> tuple[ArrayDataset, ArrayDataset]:
@@ -97,8 +126,10 @@ def load_dataset(
         raise ValueError(
             f"root does not apply to dataset spec {spec!r}: only mnist and fashion-mnist take it"
         )
-    if download and name != "mnist":
-        raise ValueError(f"download does not apply to dataset spec {spec!r}: lfp-snn downloads MNIST only")
+    if download and name not in DOWNLOADS:
+        raise ValueError(
+            f"download does not apply to dataset spec {spec!r}: lfp-snn downloads {', '.join(DOWNLOADS)} only"
+        )
     if name == "digits":
         return load_digits()
     if folder is None and root is not None:
@@ -107,5 +138,7 @@ def load_dataset(
         return _load_mnist(folder or mnist.default_mnist_root(), download)
     if name == "fashion-mnist":
         return _load_fashion(folder or FASHION_MNIST_DIR)
+    if name.startswith("cifar"):
+        return _load_cifar(name, folder or mnist.default_mnist_root().parent / name.split("-")[0], download)
     assert folder is not None  # idx always carries a folder, checked in _parse_spec
     return load_idx_folder(folder, "idx")

@@ -16,11 +16,16 @@ def load_data(spec: str, steps: int, download: bool = False, limit=None):
     """``(train, test)`` for a data spec: a static image set (:func:`~lfp_snn.data.images.load_dataset`:
     ``digits``, ``mnist``, ``fashion-mnist``, ``idx:<folder>``) or an event set binned into ``steps`` frames
     per recording (:func:`lfp_snn.events.training_data.load_event_dataset`: ``nmnist:``, ``shd:``,
-    ``dvsgesture:``, ``emulated-*``), capped by ``limit``."""
+    ``dvsgesture:``, ``emulated-*``), capped by ``limit``, or an image set read row by row
+    (``sequential-<image spec>``: :mod:`~lfp_snn.data.sequential`)."""
     if is_event_spec(spec):
         from ..events.training_data import load_event_dataset
 
         return load_event_dataset(spec, steps=steps, limit=limit)
+    from .sequential import is_sequential_spec, load_sequential
+
+    if is_sequential_spec(spec):
+        return load_sequential(spec, download=download)
     return load_dataset(spec, download=download)
 
 
