@@ -397,3 +397,32 @@ def test_training_on_sparse_event_frames_reaches_the_sparse_input_path(monkeypat
     cfg = TrainConfig(epochs=1, batch_size=16, steps=6, progress=False)
     Trainer(mc, cfg).fit(ds)
     assert made and all(d == torch.uint8 for d in made)
+
+
+def test_shd_input_size_and_classes_come_from_the_file_and_the_option(tmp_path):
+    """An SHD-layout file with 40 units and 3 classes builds 40 inputs and 3 outputs (not 700 and 20);
+    classes= sets more outputs, fewer than the labels need is an error naming the files."""
+    from lfp_snn.events.training_data import load_event_dataset
+
+    rng = np.random.default_rng(0)
+    events = []
+    for i in range(12):
+        n = 30
+        units = rng.integers(0, 40, n)
+        units[0] = 39  # the highest unit fires somewhere
+        events.append(make_events(units, 0, np.sort(rng.integers(0, 100_000, n)), 0))
+    path = tmp_path / "toy_train.h5"
+    write_shd(path, events, [i % 3 for i in range(12)], keys=["a", "b", "c"])
+    train, test = load_event_dataset(f"shd:{path}", steps=5)
+    assert train.input_shape == (40,) and train.classes == 3 and train.class_names == ("a", "b", "c")
+    more, _ = load_event_dataset(f"shd:{path}", steps=5, classes=5)
+    assert more.classes == 5 and more.class_names == ("a", "b", "c", "3", "4")
+    with pytest.raises(ValueError, match=r"classes=2 is fewer than the labels need: .* up to 2; give at least 3"):
+        load_event_dataset(f"shd:{path}", steps=5, classes=2)
+
+
+def test_classes_on_static_images_is_refused(tmp_path, capsys):
+    from lfp_snn.cli import main
+
+    assert main(["train", "--classes", "12", "--out", str(tmp_path / "r")]) == 2
+    assert "--classes does not apply" in capsys.readouterr().err

@@ -129,6 +129,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="event data: cap the splits before loading: N, N_TRAIN,N_TEST or all (default 6000,1000 "
         "for the emulated 28x28 sets, else all; also $LFP_SNN_EVENT_LIMIT)",
     )
+    g.add_argument(
+        "--classes",
+        type=int,
+        default=None,
+        help="event data: the number of output classes (default: the data set's own, e.g. what an SHD file "
+        "names); at least as many as the labels need",
+    )
     g.add_argument("--subset", type=int, default=None, help="train on a stratified subset of N samples")
     g.add_argument(
         "--test-subset", type=int, default=None, help="evaluate on a stratified subset of N samples"
@@ -495,6 +502,11 @@ def check_data_options(a: argparse.Namespace) -> None:
             f"--limit does not apply: it caps event data (nmnist:, shd:, dvsgesture:, emulated-*); "
             f"--data {a.data} is a static image set"
         )
+    if getattr(a, "classes", None) is not None and not event:
+        raise ValueError(
+            f"--classes does not apply: it sets the outputs of event data (nmnist:, shd:, dvsgesture:, emulated-*); "
+            f"--data {a.data} has its own classes"
+        )
     sequential = is_sequential_spec(a.data)
     if sequential and a.steps is not None:
         raise ValueError(
@@ -511,7 +523,7 @@ def load_run_data(a: argparse.Namespace, seed: int):
     """``(train, test)`` of ``--data`` (event data binned into ``-T`` frames), cut to ``--subset`` and
     ``--test-subset`` by a draw seeded with ``seed``; the data options that do not apply are refused."""
     check_data_options(a)
-    train, test = load_data(a.data, value(a, "steps"), a.download, a.limit)
+    train, test = load_data(a.data, value(a, "steps"), a.download, a.limit, getattr(a, "classes", None))
     if a.subset is not None:
         train = train.subset(a.subset, seed=seed)
     if a.test_subset is not None:

@@ -12,7 +12,7 @@ def is_event_spec(spec: str) -> bool:
     return _is_event_spec(spec)
 
 
-def load_data(spec: str, steps: int, download: bool = False, limit=None):
+def load_data(spec: str, steps: int, download: bool = False, limit=None, classes: int | None = None):
     """``(train, test)`` for a data spec: a static image set (:func:`~lfp_snn.data.images.load_dataset`:
     ``digits``, ``mnist``, ``fashion-mnist``, ``idx:<folder>``) or an event set binned into ``steps`` frames
     per recording (:func:`lfp_snn.events.training_data.load_event_dataset`: ``nmnist:``, ``shd:``,
@@ -21,7 +21,9 @@ def load_data(spec: str, steps: int, download: bool = False, limit=None):
     if is_event_spec(spec):
         from ..events.training_data import load_event_dataset
 
-        return load_event_dataset(spec, steps=steps, limit=limit)
+        return load_event_dataset(spec, steps=steps, limit=limit, classes=classes)
+    if classes is not None:
+        raise ValueError(f"classes does not apply to {spec!r}: it sets the outputs of event data sets")
     from .sequential import is_sequential_spec, load_sequential
 
     if is_sequential_spec(spec):

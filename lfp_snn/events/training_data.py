@@ -433,12 +433,18 @@ def _load_shd(path: Path, steps: int, downsample: int, caps) -> tuple[FrameDatas
     from .formats import read_shd
 
     head = SHDFile(path)  # FileNotFoundError / layout ValueError with a listing
-    enc = ToSpikeTrains(head.sensor_size, n_time_bins=steps, mode="count", downsample=downsample)
     test_path = _shd_test_file(path)
     events, labels = read_shd(path)
+    test_events = None
+    if test_path is not None:
+        test_events, test_labels = read_shd(test_path)
+    # the input size is the file's: one channel per unit up to the highest that fires (700 for SHD and SSC)
+    units = 1 + max((int(ev["x"].max()) for ev in [*events, *(test_events or [])] if len(ev)), default=-1)
+    if units < 1:
+        raise ValueError(f"{path}: no spikes in any sample; an SHD file needs spikes to size the input")
+    enc = ToSpikeTrains((units, 1, 1), n_time_bins=steps, mode="count", downsample=downsample)
     if test_path is not None:
         test_head = SHDFile(test_path)
-        test_events, test_labels = read_shd(test_path)
         classes = max(len(head.classes), len(test_head.classes))
         names = head.classes if len(head.classes) == classes else test_head.classes
         parts = [
@@ -513,6 +519,7 @@ def load_event_dataset(
     cache_dir: str | os.PathLike | bool | None = None,
     limit: Limit = None,
     saccade_params: SaccadeParams | None = None,
+    classes: int | None = None,
 ) -> tuple[FrameDataset, FrameDataset]:
     """Load an event data set by spec (see :data:`EVENT_SPECS` and the module docstring) as ``(train, test)``
     :class:`FrameDataset` of frames ``[N, T, ...]`` with ``T = steps``.
@@ -528,6 +535,8 @@ def load_event_dataset(
             for the others).
         saccade_params: emulation settings for the ``emulated-*`` specs (default :data:`DIGITS_SACCADES` for
             the digits, :class:`SaccadeParams` () for the 28 x 28 sets).
+        classes: the number of outputs (None: the data set's own, e.g. the classes an SHD file names); at least
+            as many as the labels need. The SHD input size is the file's (one channel per unit).
 
     Raises:
         ValueError: unknown spec (the message lists the accepted ones), a missing or unexpected path, a bad
@@ -554,12 +563,14 @@ def load_event_dataset(
                 raise ValueError(
                     f"{option} does not apply to {spec!r}: it is an option of the emulated-* specs"
                 )
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 2):
+        raise ValueError(f"classes={classes!r} must be an integer >= 2 (or None: as many as the data have)")
     if name == "nmnist":
-        return _load_nmnist(path, steps, downsample, caps)
+        return _with_classes(_load_nmnist(path, steps, downsample, caps), classes)
     if name == "dvsgesture":
-        return _load_dvsgesture(path, steps, downsample, caps)
+        return _with_classes(_load_dvsgesture(path, steps, downsample, caps), classes)
     if name == "shd":
-        return _load_shd(path, steps, downsample, caps)
+        return _with_classes(_load_shd(path, steps, downsample, caps), classes)
 
     if cache_dir is None or cache_dir is True:
         cache = default_emulation_cache()
@@ -569,7 +580,36 @@ def load_event_dataset(
         cache = Path(cache_dir).expanduser()
     params = saccade_params or (DIGITS_SACCADES if name == "emulated-digits" else SaccadeParams())
     train_img, test_img = _image_source(name, path)()
-    return tuple(  # type: ignore[return-value]
-        _emulated(imgs, cap, params, steps, downsample, cache, f"{name}-{split}")
-        for imgs, cap, split in ((train_img, caps[0], "train"), (test_img, caps[1], "test"))
+    return _with_classes(
+        tuple(
+            _emulated(imgs, cap, params, steps, downsample, cache, f"{name}-{split}")
+            for imgs, cap, split in ((train_img, caps[0], "train"), (test_img, caps[1], "test"))
+        ),
+        classes,
+    )
+
+
+def _with_classes(pair, classes: int | None):
+    """The (train, test) pair with ``classes`` outputs instead of the data set's own number (at least as many
+    as the labels need)."""
+    if classes is None:
+        return pair
+    top = max((int(ds.y.max()) + 1 for ds in pair if len(ds)), default=0)
+    if classes < top:
+        raise ValueError(
+            f"classes={classes} is fewer than the labels need: {pair[0].name} and {pair[1].name} hold labels up to "
+            f"{top - 1}; give at least {top}"
+        )
+    return tuple(
+        FrameDataset(
+            ds.x,
+            ds.y,
+            classes,
+            ds.name,
+            ds.sensor_size,
+            ds.class_names + tuple(str(k) for k in range(len(ds.class_names), classes))
+            if ds.class_names
+            else (),
+        )
+        for ds in pair
     )
