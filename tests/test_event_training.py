@@ -406,7 +406,7 @@ def test_shd_input_size_and_classes_come_from_the_file_and_the_option(tmp_path):
 
     rng = np.random.default_rng(0)
     events = []
-    for i in range(12):
+    for _ in range(12):
         n = 30
         units = rng.integers(0, 40, n)
         units[0] = 39  # the highest unit fires somewhere
