@@ -6,6 +6,8 @@ The graph is built directly from ``nir`` nodes, one chain ``Input -> ... -> Outp
     nn.Flatten  -> nir.Flatten (dropped when the sample is already 1-D: it is the identity there)
     nn.AvgPool2d -> nir.AvgPool2d                               nn.Dropout -> nothing (inference)
     LIF (β < 1) -> nir.LIF                                      LIF (β = 1) -> nir.IF
+    CubaLIF     -> nir.CubaLIF (τ_syn = dt / (1 - α), w_in = 1 / (1 - α); τ_mem, r as for the LIF)
+    RecurrentLIF -> nir.LIF (or IF) with a recurrent edge through nir.Linear(V): lif -> rec -> lif
     nn.MaxPool2d -> error (``maxpool="error"``), or ``maxpool="spiking"``: nir.SumPool2d followed by an
                    nir.IF gate (θ = dt/2, r = 1, reset to 0) -- exact for binary spike inputs, see below.
 
@@ -53,6 +55,7 @@ from torch import nn
 
 from ..engine import leaves
 from ..network import SpikingSequential
+from ..neurons import CubaLIF, RecurrentLIF
 from ..neurons.lif import LIF
 
 FORMAT = 1
@@ -138,7 +141,7 @@ def _infer_input_shape(layers: list[tuple[str, nn.Module]]) -> tuple[int, ...]:
 
 
 def _out_shape(m: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if isinstance(m, (LIF, nn.Dropout)):
+    if isinstance(m, (LIF, CubaLIF, RecurrentLIF, nn.Dropout)):
         return shape
     p = next(iter(m.parameters()), None)
     with torch.no_grad():
@@ -310,6 +313,68 @@ def _ex_lif(ctx: _Ctx, name: str, m: LIF, in_shape, out_shape):
     return [("lif", node)]
 
 
+def _reset_note(ctx: _Ctx, name: str, m) -> dict:
+    if m.reset != "zero" or m.reset_delay:
+        key = f"{m.reset}/{m.reset_delay}"
+        if key not in ctx.warned:
+            ctx.warned.add(key)
+            warnings.warn(
+                f"NIR has no reset={m.reset!r} with reset_delay={m.reset_delay} ({type(m).__name__} {name!r}): NIR "
+                "resets to v_reset in the step a neuron fires. The reset is recorded in the node metadata, so "
+                "lfp_snn.export.import_nir restores it exactly, but other tools will run reset-to-zero without "
+                "delay. Use convert_reset='zero' to export that neuron explicitly (and fine-tune).",
+                stacklevel=4,
+            )
+    return {"reset": m.reset, "reset_delay": bool(m.reset_delay), "dt": float(ctx.dt)}
+
+
+def _ex_cuba(ctx: _Ctx, name: str, m: CubaLIF, in_shape, out_shape):
+    import nir
+
+    shape = tuple(int(v) for v in out_shape)
+    alpha = _neuron_array(m.alpha, shape, "alpha", name)
+    beta = _neuron_array(m.beta, shape, "beta", name)
+    thr = _neuron_array(m.threshold, shape, "threshold", name)
+    if np.any(beta == 1.0):
+        raise ValueError(
+            f"CubaLIF layer {name!r} has β = 1: NIR's CubaLIF needs a finite membrane time constant τ_mem"
+        )
+    meta = _reset_note(ctx, name, m)
+    # Euler steps of τ_syn dI/dt = -I + w_in x and τ_mem dv/dt = -v + R I: I_t = α I_{t-1} + X_t and
+    # U_t = β U_{t-1} + I_t with the values below
+    w_in, r = 1.0 / (1.0 - alpha), 1.0 / (1.0 - beta)
+    if ctx.fold_r:
+        _fold_into_previous(ctx, name, w_in * r)
+        w_in, r = np.ones(shape), np.ones(shape)
+    node = nir.CubaLIF(
+        tau_syn=ctx.dt / (1.0 - alpha),
+        tau_mem=ctx.dt / (1.0 - beta),
+        r=r,
+        v_leak=np.zeros(shape),
+        v_threshold=thr,
+        v_reset=np.zeros(shape),
+        w_in=w_in,
+        metadata=meta,
+    )
+    return [("cubalif", node)]
+
+
+def _ex_recurrent(ctx: _Ctx, name: str, m: RecurrentLIF, in_shape, out_shape):
+    """The LIF (or IF) node, and the recurrent product V S as a Linear node on a loop from the neuron back to
+    itself (:func:`to_nir_graph` adds the two edges): the neuron sums its incoming edges, the loop's a step
+    late. With ``fold_r`` the loop's weights take the same R as the feed-forward ones."""
+    import nir
+
+    ((kind, node),) = _ex_lif(ctx, name, m, in_shape, out_shape)
+    node.metadata = {**node.metadata, "recurrent": True}
+    w = _np(m.effective_weight()).astype(np.float64)
+    if ctx.fold_r:
+        beta = _neuron_array(m.beta, tuple(int(v) for v in out_shape), "beta", name)
+        r = np.where(beta == 1.0, 1.0 / ctx.dt, 1.0 / np.where(beta == 1.0, 0.5, 1.0 - beta))
+        w = w * r.reshape(-1, 1)
+    return [(kind, node), ("recurrent", nir.Linear(weight=w.astype(np.float32), metadata={"loop": True}))]
+
+
 def _ex_skip(ctx, name, m, in_shape, out_shape):
     return []
 
@@ -321,6 +386,8 @@ EXPORTERS: dict[type, Callable] = {
     nn.AvgPool2d: _ex_avgpool,
     nn.MaxPool2d: _ex_maxpool,
     LIF: _ex_lif,
+    CubaLIF: _ex_cuba,
+    RecurrentLIF: _ex_recurrent,
     nn.Dropout: _ex_skip,
 }
 
@@ -342,7 +409,7 @@ def to_nir_graph(
         raise ValueError(f"maxpool must be one of {MAXPOOL_MODES}, got {maxpool!r}")
     check_finite(model)
     layers = _flat_layers(model)
-    if not any(isinstance(m, LIF) for _, m in layers):
+    if not any(isinstance(m, (LIF, CubaLIF, RecurrentLIF)) for _, m in layers):
         raise ValueError("the model has no LIF layer: NIR export is for spiking models")
     for name, m in layers:
         if type(m) not in EXPORTERS:
@@ -361,7 +428,7 @@ def to_nir_graph(
             counts[kind] = counts.get(kind, 0) + 1
             node.metadata = {**node.metadata, "torch_layer": name}
             ctx.nodes.append((node_name, node))
-        if isinstance(m, LIF):
+        if isinstance(m, (LIF, CubaLIF, RecurrentLIF)):
             ctx.prev_kind = "spikes"
         elif not isinstance(m, (nn.Flatten, nn.Dropout, nn.MaxPool2d)):
             ctx.prev_kind = None
@@ -369,8 +436,13 @@ def to_nir_graph(
     nodes = {"input": nir.Input(input_type=np.array(input_shape_))}
     nodes.update(ctx.nodes)
     nodes["output"] = nir.Output(output_type=np.array(shape))
-    names = list(nodes)
-    edges = list(zip(names[:-1], names[1:]))
+    chain, edges = [], []
+    for node_name, node in nodes.items():
+        if (getattr(node, "metadata", None) or {}).get("loop"):
+            edges += [(chain[-1], node_name), (node_name, chain[-1])]  # neuron -> V -> the same neuron
+        else:
+            chain.append(node_name)
+    edges += list(zip(chain[:-1], chain[1:]))
     meta = {
         "producer": "lfp_snn",
         "format": FORMAT,
@@ -560,6 +632,33 @@ def _im_if(ctx, name, node):
     return [_lif_from(name, node, np.ones_like(scale), scale)]
 
 
+def _im_cuba(ctx, name, node):
+    if not np.allclose(np.asarray(node.v_leak, dtype=np.float64), 0.0):
+        raise ValueError(f"NIR node {name!r}: v_leak != 0 is not supported")
+    tau_syn = np.asarray(node.tau_syn, dtype=np.float64)
+    tau_mem = np.asarray(node.tau_mem, dtype=np.float64)
+    alpha, beta = 1.0 - ctx.dt / tau_syn, 1.0 - ctx.dt / tau_mem
+    if np.any(alpha < 0) or np.any(alpha >= 1) or np.any(beta <= 0) or np.any(beta >= 1):
+        raise ValueError(
+            f"NIR node {name!r}: tau_syn (min {tau_syn.min():.3g} s) and tau_mem (min {tau_mem.min():.3g} s) with "
+            f"dt = {ctx.dt} give α or β outside their ranges; is dt right? (import_nir(..., dt=...))"
+        )
+    # I'_t = α I'_{t-1} + s_in X_t, U'_t = β U'_{t-1} + s I'_t: dividing by s_in s gives ours, θ / (s_in s)
+    scale = _snap(ctx.dt * np.asarray(node.w_in, dtype=np.float64) / tau_syn) * _snap(
+        ctx.dt * np.asarray(node.r, dtype=np.float64) / tau_mem
+    )
+    lif = _lif_from(name, node, beta, _snap(scale))
+    return [CubaLIF(_param(alpha), lif.beta.clone(), lif.threshold.clone(), lif.reset, lif.reset_delay)]
+
+
+def _as_recurrent(lif: LIF, weight: np.ndarray) -> RecurrentLIF:
+    n = weight.shape[0]
+    rec = RecurrentLIF(n, lif.beta.clone(), lif.threshold.clone(), lif.reset, lif.reset_delay)
+    with torch.no_grad():
+        rec.weight.copy_(torch.as_tensor(np.asarray(weight, dtype=np.float32)))
+    return rec
+
+
 def _im_skip(ctx, name, node):
     return []
 
@@ -578,15 +677,36 @@ def _importers() -> dict:
         nir.AvgPool2d: _im_avgpool,
         nir.LIF: _im_lif,
         nir.IF: _im_if,
+        nir.CubaLIF: _im_cuba,
     }
+
+
+def _loops(graph) -> dict[str, str]:
+    """neuron node -> the Linear node of a recurrent loop through it (neuron -> Linear -> the same neuron)."""
+    import nir
+
+    out = {}
+    for a, b in graph.edges:
+        node = graph.nodes.get(b)
+        if (
+            isinstance(node, (nir.Linear, nir.Affine))
+            and (b, a) in graph.edges
+            and isinstance(graph.nodes.get(a), (nir.LIF, nir.IF, nir.CubaLIF))
+        ):
+            out[a] = b
+    return out
 
 
 def _chain(graph) -> list[str]:
     import nir
 
+    loops = _loops(graph)
+    loop_nodes = set(loops.values())
     succ: dict[str, list[str]] = {}
     pred: dict[str, int] = {}
     for a, b in graph.edges:
+        if a in loop_nodes or b in loop_nodes:
+            continue
         succ.setdefault(a, []).append(b)
         pred[b] = pred.get(b, 0) + 1
     starts = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
@@ -603,8 +723,8 @@ def _chain(graph) -> list[str]:
                 f"import_nir reads feed-forward chains only; node {cur!r} branches or loops to {nxt}"
             )
         cur = nxt[0]
-    if len(order) != len(graph.nodes):
-        missing = sorted(set(graph.nodes) - set(order))
+    if len(order) + len(loop_nodes) != len(graph.nodes):
+        missing = sorted(set(graph.nodes) - set(order) - loop_nodes)
         raise ValueError(f"nodes not on the Input -> Output chain: {missing}")
     return order
 
@@ -645,6 +765,7 @@ def import_nir(path_or_graph, dt: float | None = None) -> SpikingSequential:
             dt = 1e-3
             warnings.warn("the NIR graph has no 'dt' metadata; assuming dt = 1e-3 s", stacklevel=2)
     table = _importers()
+    loops = _loops(graph)
     layers: list[nn.Module] = []
     for name in _chain(graph):
         node = graph.nodes[name]
@@ -654,5 +775,10 @@ def import_nir(path_or_graph, dt: float | None = None) -> SpikingSequential:
                 f"NIR node {name!r} of type {type(node).__name__} is not supported by import_nir; supported: "
                 f"{', '.join(sorted(t.__name__ for t in table))}"
             )
-        layers += fn(_ImportCtx(dt), name, node)
+        made = fn(_ImportCtx(dt), name, node)
+        if name in loops:  # a neuron with a recurrent loop
+            if not (len(made) == 1 and type(made[0]) is LIF):
+                raise ValueError(f"NIR node {name!r}: a recurrent loop is supported on LIF / IF nodes only")
+            made = [_as_recurrent(made[0], graph.nodes[loops[name]].weight)]
+        layers += made
     return SpikingSequential(*layers)
