@@ -231,3 +231,51 @@ def test_batchnorm_errors_name_the_layer_and_the_option():
             torch.rand(2, 3, dtype=DT),
             torch.tensor([0, 1]),
         )
+
+
+def test_nir_export_folds_batchnorm_and_the_graph_spikes_like_the_model(tmp_path):
+    import warnings
+
+    from lfp_snn.export import export_nir, import_nir
+
+    torch.manual_seed(2)
+    net = SpikingSequential(
+        nn.Flatten(),
+        nn.Linear(20, 12),
+        nn.BatchNorm1d(12),
+        LIF(0.8, 0.6, "zero", False),
+        nn.Linear(12, 4),
+        LIF(0.8, 0.6, "zero", False),
+    ).to(torch.float32)
+    with torch.no_grad():
+        net[2].running_mean.uniform_(-0.2, 0.2)
+        net[2].running_var.uniform_(0.5, 1.5)
+        net[2].weight.uniform_(1.0, 2.0)
+    net.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = export_nir(net, tmp_path / "m.nir", input_shape=(20,))
+    assert not any("Batch" in type(n).__name__ for n in graph.nodes.values())
+    xs = (torch.rand(12, 8, 20, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    want = lfp_snn.run(net, xs)
+    assert 0 < float(want.mean()) < 1 and torch.equal(lfp_snn.run(import_nir(tmp_path / "m.nir"), xs), want)
+
+
+def test_the_fpga_bundle_of_a_batchnorm_mlp_is_its_folded_network(tmp_path):
+    from lfp_snn.export.fixed_point import quantize
+
+    torch.manual_seed(3)
+    net = SpikingSequential(
+        nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), LIF(0.75, 1.0), nn.Linear(8, 3), LIF()
+    )
+    with torch.no_grad():
+        net[2].running_var.uniform_(0.5, 1.5)
+    net.eval()
+    q = quantize(net, input_shape=(16,))
+    folded = fold_batchnorm(net)
+    assert [layer.name for layer in q.layers] == ["1", "4"]
+    for layer, lin in zip(q.layers, (folded[1], folded[4])):  # the integers are the folded weights
+        w = lin.weight.detach().double().numpy()
+        assert abs(layer.weight * layer.scale - w).max() <= layer.scale / 2 + 1e-12
+        b = lin.bias.detach().double().numpy()
+        assert abs(layer.bias * layer.scale - b).max() <= layer.scale / 2 + 1e-12

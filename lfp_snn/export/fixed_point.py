@@ -84,7 +84,7 @@ def _dense_pairs(model: nn.Module) -> list[tuple[str, nn.Linear, LIF]]:
     """[(name, Linear, LIF)] of a dense spiking MLP; ValueError naming the first layer that does not fit."""
     pairs, pending = [], None
     for name, m in _flat_layers(model):
-        if isinstance(m, (nn.Flatten, nn.Dropout)):
+        if isinstance(m, (nn.Flatten, nn.Dropout, nn.Identity)):  # Identity: a folded BatchNorm
             continue
         if isinstance(m, nn.Linear):
             if pending is not None:

@@ -57,6 +57,7 @@ from ..engine import leaves
 from ..network import SpikingSequential
 from ..neurons import CubaLIF, RecurrentLIF
 from ..neurons.lif import LIF
+from .fold import fold_batchnorm
 
 FORMAT = 1
 MAXPOOL_MODES = ("error", "spiking")
@@ -67,18 +68,24 @@ MAPPING = "tau = dt/(1-beta), r = 1/(1-beta), v_leak = 0, v_threshold = theta, v
 
 
 def load_model(model_or_folder) -> tuple[nn.Module, dict | None]:
-    """(model in eval mode, checkpoint config or None) from a module or a checkpoint folder.
+    """(model in eval mode, checkpoint config or None) from a module or a checkpoint folder; BatchNorm layers
+    come folded into the Linear/Conv layer before them (:func:`lfp_snn.export.fold.fold_batchnorm`, a copy):
+    hardware runs one affine map per layer, and the spikes are the same.
 
     A folder whose ``model.pt`` does not fit its ``config.json`` raises ValueError (from load_checkpoint).
     """
     if isinstance(model_or_folder, nn.Module):
-        return model_or_folder.eval(), None
-    if isinstance(model_or_folder, (str, os.PathLike)):
+        model, cfg = model_or_folder.eval(), None
+    elif isinstance(model_or_folder, (str, os.PathLike)):
         from ..checkpoint import load_checkpoint
 
         model, cfg = load_checkpoint(model_or_folder)
-        return model.eval(), cfg
-    raise TypeError(f"expected an nn.Module or a checkpoint folder, got {type(model_or_folder).__name__}")
+        model = model.eval()
+    else:
+        raise TypeError(f"expected an nn.Module or a checkpoint folder, got {type(model_or_folder).__name__}")
+    if any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules()):
+        model = fold_batchnorm(model)
+    return model, cfg
 
 
 def check_finite(model: nn.Module) -> None:
@@ -141,7 +148,7 @@ def _infer_input_shape(layers: list[tuple[str, nn.Module]]) -> tuple[int, ...]:
 
 
 def _out_shape(m: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if isinstance(m, (LIF, CubaLIF, RecurrentLIF, nn.Dropout)):
+    if isinstance(m, (LIF, CubaLIF, RecurrentLIF, nn.Dropout, nn.Identity)):
         return shape
     p = next(iter(m.parameters()), None)
     with torch.no_grad():
@@ -389,6 +396,7 @@ EXPORTERS: dict[type, Callable] = {
     CubaLIF: _ex_cuba,
     RecurrentLIF: _ex_recurrent,
     nn.Dropout: _ex_skip,
+    nn.Identity: _ex_skip,  # where a BatchNorm was folded away
 }
 
 
@@ -430,7 +438,7 @@ def to_nir_graph(
             ctx.nodes.append((node_name, node))
         if isinstance(m, (LIF, CubaLIF, RecurrentLIF)):
             ctx.prev_kind = "spikes"
-        elif not isinstance(m, (nn.Flatten, nn.Dropout, nn.MaxPool2d)):
+        elif not isinstance(m, (nn.Flatten, nn.Dropout, nn.MaxPool2d, nn.Identity)):
             ctx.prev_kind = None
         shape = out_shape
     nodes = {"input": nir.Input(input_type=np.array(input_shape_))}
