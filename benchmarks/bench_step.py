@@ -7,7 +7,9 @@ Scenarios (the issue's): A spiking MLP 784-1000-1000-10, T=25, batch 128, consta
 B 700-128-128-20, T=100, batch 64, Bernoulli input spikes (SHD-like; handed to every method as uint8, the
 BPTT networks convert each step to float for their Linear layers); C spiking LeNet on 1x28x28, T=25,
 batch 128, constant input; R recurrent 700-256(rec)-20, T=100, batch 64, input spikes as in B (lfp-snn's
-RecurrentLIF against snntorch's RLeaky).
+RecurrentLIF against snntorch's RLeaky); D the paper's deeper-snn (five 3x3 convolutions, lfp_snn.deep) on
+3x32x32, T=25, batch 64, constant input (the BPTT networks: lfp_snn.baselines' step networks around the same
+layers; a step takes seconds here: use fewer --repeats).
 Methods: ``lfp-<backend>[-<option>...]`` with backend torch (reference scans), native (compiled C scans) or
 triton (CUDA), options ``bf16`` (feedback GEMMs in bfloat16), ``recompute`` (keep spikes only),
 ``mb<N>`` (micro-batches of N), ``chunk``/``chunk<K>`` (forward and feedback in stretches of K steps, K = round(√T)
@@ -42,6 +44,7 @@ SCENARIOS = {
     "B": dict(arch="mlp", sizes=(700, 128, 128, 20), T=100, B=64, input="spikes"),
     "C": dict(arch="lenet", shape=(1, 28, 28), classes=10, T=25, B=128, input="constant"),
     "R": dict(arch="rnn", sizes=(700, 256, 20), T=100, B=64, input="spikes"),
+    "D": dict(arch="deeper-snn", shape=(3, 32, 32), classes=10, T=25, B=64, input="constant"),
 }
 METHODS = (
     "lfp-torch",
@@ -113,6 +116,10 @@ def _lfp_model(sc, backend):
     if sc["arch"] == "mlp":
         s = sc["sizes"]
         layers = [nn.Linear(s[0], s[1]), lif(), nn.Linear(s[1], s[2]), lif(), nn.Linear(s[2], s[3]), lif()]
+    elif sc["arch"] == "deeper-snn":
+        from lfp_snn.deep import deeper_snn
+
+        return deeper_snn(sc["shape"], sc["classes"], lif)
     elif sc["arch"] == "rnn":  # the recurrent layer's scans are torch code whatever the backend
         s = sc["sizes"]
         layers = [nn.Linear(s[0], s[1]), lfp_snn.RecurrentLIF(s[1], 0.9, 1.0), nn.Linear(s[1], s[2]), lif()]
@@ -179,6 +186,10 @@ def _snntorch_model(sc, T):
     grad = surrogate.fast_sigmoid(slope=25)
     if sc["arch"] == "rnn":
         return _snntorch_rnn(sc, T, grad)
+    if sc["arch"] == "deeper-snn":
+        from lfp_snn.baselines.snntorch_bptt import SnnTorchNetwork
+
+        return SnnTorchNetwork(_lfp_model(sc, "torch"))
     return _loop_model(sc, T, lambda: snn.Leaky(beta=0.9, spike_grad=grad), lambda lif: lif.init_leaky())
 
 
@@ -217,6 +228,10 @@ def _norse_model(sc, T):
 
     if sc["arch"] == "rnn":
         raise ValueError("the recurrent scenario R compares with snntorch's RLeaky only")
+    if sc["arch"] == "deeper-snn":
+        from lfp_snn.baselines.norse_bptt import NorseNetwork
+
+        return NorseNetwork(_lfp_model(sc, "torch"))
 
     p = LIFBoxParameters(
         tau_mem_inv=torch.tensor(100.0), v_th=torch.tensor(1.0), method="super", alpha=torch.tensor(100.0)

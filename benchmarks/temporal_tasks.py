@@ -6,8 +6,10 @@ and writes the rows as JSON.
     .venv/bin/python benchmarks/temporal_tasks.py                       # digits and a Fashion-MNIST subset
     .venv/bin/python benchmarks/temporal_tasks.py --data sequential-digits --epochs 5 --seeds 0 1 2
 
-Every run uses ``TrainConfig``'s defaults (Adam, lr and batch size) unless given here; the learning rate is
-shared by all methods (no method is tuned; the comparison of tuned methods is ``lfp-snn compare --tune``'s).
+Every run uses ``TrainConfig``'s defaults (Adam, batch size). With ``--tune-lr`` each row picks its learning
+rate from the given ones by the accuracy on a validation split (a seeded stratified 20% of the training
+samples; the test split is never looked at), then trains on all its training samples with that rate for every
+seed; without it every row uses ``--lr`` (default: TrainConfig's).
 """
 
 from __future__ import annotations
@@ -28,9 +30,24 @@ ROWS = [
 ]
 
 
-def run(
-    data: str, neuron: str, method: str, seed: int, epochs: int, hidden: int, subset, test_subset, lr, threads
-):
+def _split(train, fraction: float = 0.2):
+    """(fit, validation): a seeded stratified draw of ``fraction`` of ``train`` held out."""
+    import torch
+
+    from lfp_snn.data.arrays import stratified_choice
+    from lfp_snn.events.training_data import FrameDataset
+
+    n_val = max(train.classes, round(fraction * len(train)))
+    val_idx = stratified_choice(train.y, train.classes, n_val, torch.Generator().manual_seed(0))
+    mask = torch.ones(len(train), dtype=torch.bool)
+    mask[val_idx] = False
+    return [
+        FrameDataset(train.x[sel], train.y[sel], train.classes, f"{train.name}-{tag}", train.sensor_size)
+        for sel, tag in ((mask, "fit"), (~mask, "val"))
+    ]
+
+
+def run(data, neuron, method, seed, epochs, hidden, subset, test_subset, lr, threads, validate=False):
     import torch
 
     from lfp_snn.data import load_data
@@ -40,8 +57,10 @@ def run(
     torch.set_num_threads(threads)
     train, test = load_data(data, steps=None)
     if subset:
-        train = train.subset(subset, seed=seed)
-    if test_subset:
+        train = train.subset(subset, seed=0 if validate else seed)
+    if validate:  # tuning: fit on 80% of the training samples, score on the other 20%; no test data
+        train, test = _split(train)
+    elif test_subset:
         test = test.subset(test_subset, seed=seed)
     mc = ModelConfig(
         arch="spiking-small",
@@ -77,35 +96,44 @@ def main(argv=None) -> int:
     p.add_argument("--subset", type=int, default=10000, help="training samples (stratified; 0: all)")
     p.add_argument("--test-subset", type=int, default=2000, help="test samples (stratified; 0: all)")
     p.add_argument("--lr", type=float, default=None, help="shared by every method (default: TrainConfig's)")
+    p.add_argument(
+        "--tune-lr",
+        type=float,
+        nargs="+",
+        default=None,
+        help="pick each row's lr from these by the accuracy on a validation split of the training samples",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results/temporal_tasks.json")
     a = p.parse_args(argv)
     rows = []
     for data in a.data:
         small = data == "sequential-digits"
+        sub, test_sub = (None if small else a.subset or None), (None if small else a.test_subset or None)
         for label, neuron, method in ROWS:
+            lr, scores = a.lr, None
+            if a.tune_lr:
+                scores = {}
+                for cand in a.tune_lr:
+                    v = run(
+                        data, neuron, method, 0, a.epochs, a.hidden, sub, None, cand, a.threads, validate=True
+                    )
+                    scores[cand] = v["test_accuracy"]  # here: the validation split's accuracy
+                    print(
+                        f"  tune {data} {label} lr {cand:g}: validation {scores[cand]:.4f}", file=sys.stderr
+                    )
+                lr = max(scores, key=scores.get)
             for seed in a.seeds:
-                r = run(
-                    data,
-                    neuron,
-                    method,
-                    seed,
-                    a.epochs,
-                    a.hidden,
-                    None if small else a.subset or None,
-                    None if small else a.test_subset or None,
-                    a.lr,
-                    a.threads,
-                )
-                r["label"] = label
+                r = run(data, neuron, method, seed, a.epochs, a.hidden, sub, test_sub, lr, a.threads)
+                r["label"], r["lr"], r["validation"] = label, lr, scores
                 rows.append(r)
                 print(
                     f"  {data} {label} seed {seed}: {r['test_accuracy']:.4f} ({r['epoch_s']:.1f} s/epoch)",
                     file=sys.stderr,
                     flush=True,
                 )
-    print("| data | network, training | test accuracy (mean ± std over seeds) | s / epoch |")
-    print("|---|---|---:|---:|")
+    print("| data | network, training | lr | test accuracy (mean ± std over seeds) | s / epoch |")
+    print("|---|---|---:|---:|---:|")
     for data in a.data:
         for label, _, _ in ROWS:
             sel = [r for r in rows if r["data"] == data and r["label"] == label]
@@ -113,7 +141,7 @@ def main(argv=None) -> int:
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
             n = f"{sel[0]['train']} train / {sel[0]['test']} test"
             print(
-                f"| {data} ({n}) | {label} | {100 * statistics.mean(accs):.2f} ± {100 * sd:.2f} | "
+                f"| {data} ({n}) | {label} | {sel[0]['lr'] or 'default'} | {100 * statistics.mean(accs):.2f} ± {100 * sd:.2f} | "
                 f"{statistics.median(r['epoch_s'] for r in sel):.2f} |"
             )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
