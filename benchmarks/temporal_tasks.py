@@ -30,23 +30,6 @@ ROWS = [
 ]
 
 
-def _split(train, fraction: float = 0.2):
-    """(fit, validation): a seeded stratified draw of ``fraction`` of ``train`` held out."""
-    import torch
-
-    from lfp_snn.data.arrays import stratified_choice
-    from lfp_snn.events.training_data import FrameDataset
-
-    n_val = max(train.classes, round(fraction * len(train)))
-    val_idx = stratified_choice(train.y, train.classes, n_val, torch.Generator().manual_seed(0))
-    mask = torch.ones(len(train), dtype=torch.bool)
-    mask[val_idx] = False
-    return [
-        FrameDataset(train.x[sel], train.y[sel], train.classes, f"{train.name}-{tag}", train.sensor_size)
-        for sel, tag in ((mask, "fit"), (~mask, "val"))
-    ]
-
-
 def run(data, neuron, method, seed, epochs, hidden, subset, test_subset, lr, threads, validate=False):
     import torch
 
@@ -59,7 +42,7 @@ def run(data, neuron, method, seed, epochs, hidden, subset, test_subset, lr, thr
     if subset:
         train = train.subset(subset, seed=0 if validate else seed)
     if validate:  # tuning: fit on 80% of the training samples, score on the other 20%; no test data
-        train, test = _split(train)
+        train, test = train.holdout(0.2, seed=0)
     elif test_subset:
         test = test.subset(test_subset, seed=seed)
     mc = ModelConfig(

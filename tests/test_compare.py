@@ -44,10 +44,18 @@ def data():
     return train.subset(200, seed=0), test.subset(120, seed=0)
 
 
-def _configs(name, method, rule, seed):
-    mc = ModelConfig(input_shape=(1, 8, 8))
+def _configs(name, method, rule, seed, overrides=None):
+    o = dict(overrides or {})
+    mc = ModelConfig(input_shape=(1, 8, 8), beta=o.pop("beta", 0.9))
     tc = TrainConfig(
-        method=method, rule=rule, steps=4, epochs=2, batch_size=32, lr=3e-3, seed=seed, progress=False
+        method=method,
+        rule=rule,
+        steps=4,
+        epochs=2,
+        batch_size=32,
+        seed=seed,
+        progress=False,
+        **{"lr": 3e-3, **o},
     )
     return mc, tc
 
@@ -191,10 +199,118 @@ def test_tensor_peak_counts_what_the_block_holds_and_is_the_same_twice():
 def test_ann_models_compare_too(data, tmp_path):
     train, test = data
 
-    def configs(name, method, rule, seed):
+    def configs(name, method, rule, seed, overrides):
         mc = ModelConfig(arch="mlp", input_shape=(1, 8, 8), hidden=(32,))
         return mc, TrainConfig(method=method, rule=rule, epochs=1, seed=seed, progress=False)
 
     results = cmp.compare(["lfp-epsilon", "gradient"], [0], train, test, configs, tmp_path, log=None)
     assert len(results) == 2 and all(r["spike_rate"] != r["spike_rate"] for r in results)  # NaN: no spikes
     assert isinstance(build_model(ModelConfig(arch="mlp", hidden=(32,))), nn.Sequential)
+
+
+class Guarded:
+    """A data set that fails on any use while ``locked``: the test split during tuning."""
+
+    def __init__(self, data):
+        self.data, self.locked = data, True
+
+    def __getattr__(self, name):
+        if self.__dict__.get("locked", True):
+            raise AssertionError(f"the test set was used ({name}) while tuning")
+        return getattr(self.data, name)
+
+    def __len__(self):
+        if self.locked:
+            raise AssertionError("the test set was used (len) while tuning")
+        return len(self.data)
+
+
+def test_tuning_never_sees_the_test_split(data, monkeypatch):
+    """Tuning chooses on the validation split of the training set: the test set is untouched until the
+    tuning of every method is done, and scrambling the test labels changes nothing that was chosen."""
+    train, test = data
+    spec = cmp.TuneSpec({"lr": [1e-3, 1e-2]}, fraction=0.25, epochs=1)
+    guarded = Guarded(test)
+    real_run_one = cmp.run.run_one
+
+    def run_one(*args, **kw):
+        guarded.locked = False  # the runs start after all tuning ...
+        return real_run_one(*args, **kw)
+
+    order = []
+    real_tune = cmp.run.tune_method
+
+    def tune_method(name, *args, **kw):
+        assert guarded.locked, "a method was tuned after the test set was used"
+        order.append(name)
+        return real_tune(name, *args, **kw)
+
+    # ... of that method: compare tunes one method, runs it, then the next, so relock between methods
+    monkeypatch.setattr(
+        cmp.run, "run_one", lambda *a, **k: (run_one(*a, **k), setattr(guarded, "locked", True))[0]
+    )
+    monkeypatch.setattr(cmp.run, "tune_method", tune_method)
+    methods = ["lfp-epsilon", "bptt-snntorch"]
+    results = cmp.compare(methods, [0], train, guarded, _configs, None, log=None, prune=[0.0], tune=spec)
+    assert order == methods
+    scrambled = test.__class__(test.x, test.y[torch.randperm(len(test.y))], test.classes, "scrambled")
+    again = cmp.compare(methods, [0], train, scrambled, _configs, None, log=None, prune=[0.0], tune=spec)
+    for r, s in zip(results, again):
+        assert r["tuned"] == s["tuned"] and r["tuning"]["trials"] == s["tuning"]["trials"]
+        assert r["lr"] == r["tuned"]["lr"] in (1e-3, 1e-2)
+        assert r["tuning"]["fit_size"] + r["tuning"]["validation_size"] == len(train)
+        best = max(t["validation_accuracy"] for t in r["tuning"]["trials"])
+        assert r["validation_accuracy"] == best
+
+
+def test_tuning_scores_the_validation_split_and_picks_the_best(data):
+    """The chosen candidate is the one with the highest validation accuracy (the first on ties), and its
+    score is what evaluating that candidate's model on the validation split gives."""
+    train, _ = data
+    spec = cmp.TuneSpec({"lr": [1e-5, 3e-3], "beta": [0.5, 0.9]}, fraction=0.25, epochs=1)
+    res = cmp.tune_method(
+        "lfp-epsilon", lambda o: _configs("x", "lfp", "epsilon", 0, o), train, spec, 0, log=None
+    )
+    assert [t["setting"] for t in res["trials"]] == spec.candidates() and len(spec.candidates()) == 4
+    scores = [t["validation_accuracy"] for t in res["trials"]]
+    assert res["best"] == res["trials"][scores.index(max(scores))]["setting"]
+    assert res["best"]["lr"] == 3e-3  # lr 1e-5 barely moves the weights in one epoch
+    fit, val = train.holdout(0.25, seed=0)
+    assert (len(fit), len(val)) == (res["fit_size"], res["validation_size"]) == (150, 50)
+    assert not set(map(tuple, fit.x.flatten(1).tolist())) & set(map(tuple, val.x.flatten(1).tolist()))
+
+
+def test_tuned_report_and_cli(tmp_path, capsys):
+    out = tmp_path / "tuned"
+    argv = ["compare", "--methods", "lfp-epsilon", "--subset", "120", "--test-subset", "60", "-T", "3"]
+    argv += ["--epochs", "1", "--seeds", "0", "--prune", "0", "--out", str(out), "--tune-lr", "1e-3", "1e-2"]
+    assert cli.main(argv) == 0
+    assert "tuned {'lr'" in capsys.readouterr().out
+    md = (out / "results.md").read_text()
+    assert "## Tuning (validation split of the training set)" in md and "**(chosen)**" in md
+    assert "best acc" not in md and "share one learning rate" not in md
+    assert "the test set is used only for the reported accuracies" in md
+    with open(out / "results.csv") as f:
+        row = next(csv.DictReader(f))
+    assert row["tuned"].startswith("lr=") and float(row["validation_accuracy"]) >= 0
+    assert "best_test_accuracy" not in row
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--tune-lr", "1e-3", "--lr", "1e-3"], "--tune-lr and --lr"),
+        (["--tune-lr", "1e-3", "--lr-for", "lfp-epsilon=0.01"], "--tune-lr and --lr-for"),
+        (["--val-fraction", "0.3"], "apply only with a --tune-"),
+        (["--tune-epochs", "2"], "apply only with a --tune-"),
+        (["--tune-clip-value", "1", "2"], "needs update clipping"),
+        (["--tune-lr", "1e-3", "--val-fraction", "1.5"], "fraction must lie in"),
+        (["--tune-lr", "1e-3", "1e-3"], "twice"),
+        (["--tune-beta", "0.5", "--arch", "mlp"], "spiking models"),
+    ],
+)
+def test_tuning_options_that_do_not_apply(tmp_path, capsys, extra, match):
+    argv = ["compare", "--methods", "lfp-epsilon", "--subset", "60", "--epochs", "1", "--out", str(tmp_path)]
+    assert cli.main(argv + extra) != 0
+    assert match in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything ran

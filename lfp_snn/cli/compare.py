@@ -11,6 +11,7 @@ import torch
 from ..experiments.compare import compare
 from ..experiments.compare.report import REPORT_FILES
 from ..experiments.compare.run import check_out_dir
+from ..experiments.compare.tuning import TuneSpec
 from ..experiments.metrics import PRUNE_FRACTIONS
 from ..models import is_spiking_arch
 from ..training import check_methods
@@ -77,7 +78,67 @@ def add_command(subparsers, help_text: str) -> None:
         metavar="METHOD=LR",
         help="learning rate for one method (repeatable); the others use --lr",
     )
+    add_tune_arguments(p)
     p.set_defaults(func=cmd_compare)
+
+
+TUNE_OPTIONS = {
+    "tune_lr": "lr",
+    "tune_beta": "beta",
+    "tune_clip_value": "clip_value",
+    "tune_weight_decay": "weight_decay",
+}
+"""Tuning option destination -> the config field it tunes."""
+
+
+def add_tune_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that choose each method's settings on a validation split of the training set."""
+    g = p.add_argument_group(
+        "tuning (each method's setting chosen on a validation split of the training set, never on the test set)"
+    )
+    for dest, what in (
+        ("tune_lr", "learning rates"),
+        ("tune_beta", "membrane decays β (spiking models)"),
+        ("tune_clip_value", "update clipping thresholds (with --clip)"),
+        ("tune_weight_decay", "weight decays"),
+    ):
+        g.add_argument(
+            "--" + dest.replace("_", "-"),
+            type=float,
+            nargs="+",
+            metavar="V",
+            help=f"{what} to try for every method (every combination with the other --tune-* lists); the best "
+            "by final validation accuracy trains the reported runs",
+        )
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        help="share of the training set held out (stratified) to score the candidates (default: 0.2)",
+    )
+    g.add_argument("--tune-epochs", type=int, help="epochs of each tuning run (default: --epochs)")
+
+
+def tune_spec(a: argparse.Namespace, spiking: bool) -> TuneSpec | None:
+    """The :class:`TuneSpec` of the --tune-* options (None when none is given); the options that do not
+    apply are errors."""
+    grid = {field: getattr(a, dest) for dest, field in TUNE_OPTIONS.items() if getattr(a, dest, None)}
+    if not grid:
+        given = [f for f, v in (("--val-fraction", a.val_fraction), ("--tune-epochs", a.tune_epochs)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply only with a --tune-* list (e.g. --tune-lr 1e-3 3e-3)")
+        return None
+    if "beta" in grid and not spiking:
+        raise ValueError("--tune-beta applies to spiking models; this arch is an ANN")
+    if "clip_value" in grid and value(a, "clip") == "none":
+        raise ValueError("--tune-clip-value needs update clipping: give --clip norm or --clip agc")
+    if "lr" in grid and a.lr_for:
+        raise ValueError("--tune-lr and --lr-for both set learning rates; give one of them")
+    if "lr" in grid and a.lr is not None:
+        raise ValueError("--tune-lr and --lr both set the learning rate; give one of them")
+    for dest, field in TUNE_OPTIONS.items():
+        if field in grid and field != "lr" and getattr(a, field, None) is not None:
+            raise ValueError(f"--{dest.replace('_', '-')} and --{field.replace('_', '-')} both set {field}")
+    return TuneSpec(grid, fraction=0.2 if a.val_fraction is None else a.val_fraction, epochs=a.tune_epochs)
 
 
 def lr_overrides(items: list[str]) -> dict[str, float]:
@@ -118,11 +179,11 @@ def cmd_compare(a: argparse.Namespace) -> int:
     check_out_dir(Path(a.out), a.overwrite)
     train, test = load_run_data(a, a.seeds[0])
     temporal = getattr(train, "temporal", False)
+    tune = tune_spec(a, is_spiking_arch(value(a, "arch")))
 
-    def make_configs(name: str, method: str, rule: str, seed: int):
-        mc, tc = build_configs(
-            a, train, method=method, rule=rule, seed=seed, lr=lrs.get(name, value(a, "lr")), progress=False
-        )
+    def make_configs(name: str, method: str, rule: str, seed: int, overrides: dict | None = None):
+        fields = {"lr": lrs.get(name, value(a, "lr")), **(overrides or {})}
+        mc, tc = build_configs(a, train, method=method, rule=rule, seed=seed, progress=False, **fields)
         try:
             refuse_unused_options(a, mc, tc, temporal)
         except ValueError as e:
@@ -131,9 +192,11 @@ def cmd_compare(a: argparse.Namespace) -> int:
             check_backend_runs(mc.backend, device)
         return mc, tc
 
-    configs = [
-        make_configs(name, method, rule, a.seeds[0]) for name, method, rule in resolved
-    ]  # all checked now
+    configs = [  # all checked now, with every candidate of the tuning grid
+        make_configs(name, method, rule, a.seeds[0], cand)
+        for name, method, rule in resolved
+        for cand in (tune.candidates() if tune else [{}])
+    ]
     mc, tc = configs[0]
     spiking = is_spiking_arch(mc.arch)
     meta = {
@@ -148,8 +211,10 @@ def cmd_compare(a: argparse.Namespace) -> int:
         "reset delay / encoder": f"{mc.reset_delay} / {tc.encoder if not temporal else 'event frames'}"
         if spiking
         else "n/a",
-        "training": f"{tc.epochs} epochs, batch {tc.batch_size}, {tc.optimizer} lr {value(a, 'lr')}"
+        "training": f"{tc.epochs} epochs, batch {tc.batch_size}, {tc.optimizer}"
+        + ("" if tune and "lr" in tune.grid else f" lr {value(a, 'lr')}")
         + (f" (per method: {lrs})" if lrs else ""),
+        **({"tuned": tune.describe(len(train), tc.epochs, a.seeds[0])} if tune else {}),
         "seeds": " ".join(map(str, a.seeds)),
         "device": f"{device} ({torch.get_num_threads()} CPU threads)"
         if device.type == "cpu"
@@ -160,11 +225,23 @@ def cmd_compare(a: argparse.Namespace) -> int:
         flush=True,
     )
     results = compare(
-        a.methods, a.seeds, train, test, make_configs, a.out, device, prune, meta=meta, overwrite=a.overwrite
+        a.methods,
+        a.seeds,
+        train,
+        test,
+        make_configs,
+        a.out,
+        device,
+        prune,
+        meta=meta,
+        overwrite=a.overwrite,
+        tune=tune,
     )
     for r in results:
         print(
-            f"result {r['method']} seed {r['seed']}: test acc {r['test_accuracy']:.4f}  "
+            f"result {r['method']} seed {r['seed']}: "
+            + (f"tuned {r['tuned']} (validation {r['validation_accuracy']:.4f}), " if "tuned" in r else "")
+            + f"test acc {r['test_accuracy']:.4f}  "
             f"{r['epoch_time_s']:.2f}s/epoch  peak {r['peak_memory_mib']:.1f} MiB",
             flush=True,
         )

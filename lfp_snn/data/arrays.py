@@ -74,6 +74,16 @@ class ArrayDataset:
         index, _ = torch.sort(index)
         return ArrayDataset(self.x[index], self.y[index], self.classes, f"{self.name}[{n}]")
 
+    def holdout(self, fraction: float, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
+        """Split off a validation set: ``(fit, validation)`` with ``validation`` a stratified draw of
+        ``round(fraction · N)`` samples (at least one per class), ``fit`` the rest; disjoint, both in the
+        original order, the same for a given ``seed`` (:func:`holdout_index`)."""
+        fit, val = holdout_index(self.y, self.classes, fraction, seed, self.name)
+        return tuple(
+            ArrayDataset(self.x[i], self.y[i], self.classes, f"{self.name}-{tag}")
+            for i, tag in ((fit, "fit"), (val, "validation"))
+        )
+
     def batches(
         self,
         batch_size: int,
@@ -123,6 +133,27 @@ def _check_labels(y: torch.Tensor, classes: int, name: str) -> None:
         raise ValueError(f"{name}: labels must be an int64 tensor [N], got {got}")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
         raise ValueError(f"{name}: labels must lie in [0, {classes}), got [{int(y.min())}, {int(y.max())}]")
+
+
+def holdout_index(
+    y: torch.Tensor, classes: int, fraction: float, seed: int = 0, name: str = "data"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(fit, validation)`` sorted indices of ``y`` [N]: ``validation`` a stratified draw of
+    ``max(classes, round(fraction · N))`` samples seeded with ``seed``, ``fit`` the rest. ValueError when
+    ``fraction`` is not in (0, 1) or the split would leave either side empty."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must lie in (0, 1), got {fraction!r}")
+    n = len(y)
+    n_val = max(classes, round(fraction * n))
+    if n_val >= n:
+        raise ValueError(
+            f"{name}: a validation split of {n_val} of {n} samples leaves none to train on; use more samples "
+            "or a smaller fraction"
+        )
+    val = stratified_choice(y, classes, n_val, torch.Generator().manual_seed(seed))
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[val] = False
+    return torch.nonzero(mask).flatten(), torch.sort(val).values
 
 
 def stratified_choice(y: torch.Tensor, classes: int, n: int, gen: torch.Generator) -> torch.Tensor:

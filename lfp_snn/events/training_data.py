@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.arrays import stratified_choice
+from ..data.arrays import holdout_index, stratified_choice
 from ..data.digits import load_digits
 from ..data.images import load_dataset
 from ..encoders.events import ToFrames, ToSpikeTrains
@@ -179,6 +179,16 @@ class FrameDataset:
             f"{self.name}[{n}]",
             self.sensor_size,
             self.class_names,
+        )
+
+    def holdout(self, fraction: float, seed: int = 0) -> tuple[FrameDataset, FrameDataset]:
+        """``(fit, validation)`` as :meth:`lfp_snn.data.ArrayDataset.holdout` splits them."""
+        fit, val = holdout_index(self.y, self.classes, fraction, seed, self.name)
+        return tuple(
+            FrameDataset(
+                self.x[i], self.y[i], self.classes, f"{self.name}-{tag}", self.sensor_size, self.class_names
+            )
+            for i, tag in ((fit, "fit"), (val, "validation"))
         )
 
     def batches(

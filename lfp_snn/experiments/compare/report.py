@@ -25,8 +25,9 @@ COLUMNS = (
     "method",
     "seed",
     "lr",
+    "beta",
+    "validation_accuracy",
     "test_accuracy",
-    "best_test_accuracy",
     "train_accuracy",
     "epoch_time_s",
     "total_time_s",
@@ -42,8 +43,10 @@ def _pct(f: float) -> str:
 
 
 def flat_row(r: dict) -> dict:
-    """A result as one flat row: the scalar columns plus ``prune_<percent>`` accuracies."""
-    row = {k: r[k] for k in COLUMNS}
+    """A result as one flat row: the scalar columns (``validation_accuracy`` NaN when not tuned), the tuned
+    setting as ``tuned`` (``lr=0.001 beta=0.9``; empty when not tuned) and ``prune_<percent>`` accuracies."""
+    row = {k: r.get(k, math.nan) for k in COLUMNS}
+    row["tuned"] = " ".join(f"{k}={v:g}" for k, v in r.get("tuned", {}).items())
     row.update({f"prune_{_pct(f)}": a for f, a in sorted(r["pruning"].items())})
     return row
 
@@ -100,11 +103,18 @@ def markdown(results: list[dict], meta: dict | None = None) -> str:
         "- sign changed: share of weights whose sign differs from the initial weights",
         "- prune p%: test accuracy after zeroing the p% smallest |w| in every Linear/Conv layer",
     ]
-    if len(lrs) > 1 and len(set(lrs.values())) == 1:
+    tuned = any("tuned" in r for r in results)
+    if tuned:
+        lines.append(
+            "- each method's setting (lr, and β, clipping or weight decay where listed) was chosen by its "
+            "validation accuracy (see Tuning); the test accuracy is the final epoch's"
+        )
+    elif len(lrs) > 1 and len(set(lrs.values())) == 1:
         lines.append(
             f"- **note: all methods share one learning rate ({next(iter(lrs.values())):g})**; the best one differs "
             "between methods (LFP and BPTT especially), so differences in accuracy may come from it: give each "
-            "method its own with --lr-for METHOD=LR"
+            "method its own, chosen on a validation split with --tune-lr LR [LR ...] (or set with --lr-for "
+            "METHOD=LR)"
         )
     lines += [
         "",
@@ -115,9 +125,9 @@ def markdown(results: list[dict], meta: dict | None = None) -> str:
     head = [
         "method",
         "seed",
-        "lr",
+        "setting" if tuned else "lr",
+        *(["val acc"] if tuned else []),
         "test acc",
-        "best acc",
         "s/epoch",
         "peak MiB",
         "spike rate",
@@ -126,12 +136,13 @@ def markdown(results: list[dict], meta: dict | None = None) -> str:
     ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
+        setting = flat_row(r)["tuned"] or f"lr={r['lr']:g}"
         cells = [
             r["method"],
             str(r["seed"]),
-            f"{r['lr']:g}",
+            setting if tuned else f"{r['lr']:g}",
+            *([_fmt(r.get("validation_accuracy", math.nan))] if tuned else []),
             _fmt(r["test_accuracy"]),
-            _fmt(r["best_test_accuracy"]),
             _fmt(r["epoch_time_s"], 3),
             _fmt(r["peak_memory_mib"], 1),
             _fmt(r["spike_rate"]),
@@ -154,6 +165,8 @@ def markdown(results: list[dict], meta: dict | None = None) -> str:
             _mean_std([r["pruning"].get(0.9, math.nan) for r in rs], 4),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if tuned:
+        lines += tuning_section(results)
     lines += [
         "",
         "## Figures",
@@ -168,6 +181,25 @@ def markdown(results: list[dict], meta: dict | None = None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def tuning_section(results: list[dict]) -> list[str]:
+    """The Markdown section listing every method's tuning trials (validation accuracy per candidate)."""
+    lines = ["", "## Tuning (validation split of the training set)", ""]
+    for method, rs in _by_method(results).items():
+        t = rs[0].get("tuning")
+        if t is None:
+            continue
+        lines.append(
+            f"- {method} ({t['fit_size']} fit / {t['validation_size']} validation samples): "
+            + ", ".join(
+                " ".join(f"{k}={v:g}" for k, v in trial["setting"].items())
+                + f" → {trial['validation_accuracy']:.4f}"
+                + (" **(chosen)**" if trial["setting"] == t["best"] else "")
+                for trial in t["trials"]
+            )
+        )
+    return lines
 
 
 def _by_method(results: list[dict]) -> dict[str, list[dict]]:

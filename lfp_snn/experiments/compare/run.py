@@ -4,9 +4,10 @@
 encoder, batches and initial weights for a given seed), evaluates every model with lfp-snn's own engine
 (:func:`lfp_snn.run`) and, given a folder, writes there:
 
-- ``results.md`` and ``results.csv``: one row per method × seed (final and best test accuracy, time per epoch,
-  peak memory, mean spike rate, share of weights whose sign changed, accuracy under magnitude pruning) and,
-  in the Markdown, a mean ± std summary per method;
+- ``results.md`` and ``results.csv``: one row per method × seed (the setting it ran with, validation accuracy
+  when tuned, final test accuracy, time per epoch, peak memory, mean spike rate, share of weights whose sign
+  changed, accuracy under magnitude pruning) and, in the Markdown, a mean ± std summary per method and the
+  tuning trials;
 - ``epochs.csv``: test accuracy, time and training spike rate per epoch; ``results.json``: everything;
 - ``accuracy.png``, ``time.png``, ``pruning.png``, ``summary.png``;
 - ``runs/<method>_seed<s>/``: the Trainer's metrics, config and final weights.
@@ -16,6 +17,10 @@ optimiser step), measured for every method the same way: the peak of the bytes h
 torch's memory profiler (:func:`lfp_snn.experiments.memory.tensor_peak_mib`), with a throw-away Trainer after
 one warm-up step, so that neither the allocator's caching nor lazily loaded kernels enter the figure, and the
 measured run's time and random streams are not touched.
+
+With a :class:`~.tuning.TuneSpec` each method's settings (learning rate, and optionally β, clipping, weight
+decay) are first chosen on a validation split of the training set (:func:`~.tuning.tune_method`); no number
+in the report is chosen on the test set (the test accuracy is the final epoch's, not the best one's).
 """
 
 from __future__ import annotations
@@ -35,10 +40,11 @@ from ...training import TrainConfig, Trainer, check_methods, clip_updates, sign_
 from ..memory import tensor_peak_mib
 from ..metrics import PRUNE_FRACTIONS, evaluate, lif_sizes, pruning_curve, train_rate
 from .report import REPORT_FILES, write_report
+from .tuning import TuneSpec, tune_method
 
 MEMORY_MEASURE = "tensors held during one training step (torch profiler)"
 
-ConfigMaker = Callable[[str, str, str, int], tuple[ModelConfig, TrainConfig]]
+ConfigMaker = Callable[[str, str, str, int, dict], tuple[ModelConfig, TrainConfig]]
 
 
 def run_one(
@@ -89,11 +95,11 @@ def run_one(
         "method": name,
         "seed": seed,
         "test_accuracy": final["accuracy"],
-        "best_test_accuracy": max((e["test_accuracy"] for e in epochs), default=final["accuracy"]),
         "train_accuracy": epochs[-1]["train_accuracy"] if epochs else math.nan,
         "epoch_time_s": statistics.fmean(times) if times else math.nan,
         "total_time_s": wall,
         "lr": train_config.lr,
+        "beta": model_config.beta if spiking else math.nan,
         "peak_memory_mib": peak,
         "memory_measure": MEMORY_MEASURE,
         "spike_rate": final["spike_rate"],
@@ -131,16 +137,20 @@ def compare(
     log: Callable[[str], None] | None = print,
     meta: dict | None = None,
     overwrite: bool = False,
+    tune: TuneSpec | None = None,
 ) -> list[dict]:
     """Train every method with every seed and return one result dict per run.
 
     ``out_dir`` must not hold a comparison already (its report or ``runs/``) unless ``overwrite``.
 
-    ``make_configs(name, method, rule, seed) -> (ModelConfig, TrainConfig)`` gives each run its configs (the
-    CLI builds them from the ``train`` arguments, so every method shares data, model, encoder and T).
-    Each result has ``method, seed, test_accuracy, best_test_accuracy, train_accuracy, epoch_time_s,
-    total_time_s, peak_memory_mib, memory_measure, spike_rate, sign_changed, pruning`` ({fraction:
-    accuracy}) and ``epochs`` (per-epoch records). With ``out_dir`` each run's Trainer output goes to
+    ``make_configs(name, method, rule, seed, overrides) -> (ModelConfig, TrainConfig)`` gives each run its
+    configs with the config fields in ``overrides`` set (the CLI builds them from the ``train`` arguments,
+    so every method shares data, model, encoder and T). With ``tune`` each method's overrides are chosen on
+    a validation split of ``train`` first (see :mod:`.tuning`; ``test`` is not touched until the runs).
+    Each result has ``method, seed, lr, beta, test_accuracy, train_accuracy, epoch_time_s, total_time_s,
+    peak_memory_mib, memory_measure, spike_rate, sign_changed, pruning`` ({fraction: accuracy}), ``epochs``
+    (per-epoch records) and, when tuned, ``tuned`` (the chosen setting), ``validation_accuracy`` and
+    ``tuning`` (every trial). With ``out_dir`` each run's Trainer output goes to
     ``out_dir/runs/<name>_seed<s>/`` and the report (:func:`write_report`, with ``meta`` listed at its top)
     to ``out_dir``.
     """
@@ -153,10 +163,28 @@ def compare(
         check_out_dir(Path(out_dir), overwrite)
     results = []
     for name, method, rule in resolved:
+        tuning = None
+        if tune is not None:
+            tseed = seeds[0] if tune.seed is None else tune.seed
+            tuning = tune_method(
+                name,
+                lambda o, n=name, m=method, r=rule, s=tseed: make_configs(n, m, r, s, o),
+                train,
+                tune,
+                tseed,
+                device,
+                log,
+            )
+        overrides = {} if tuning is None else tuning["best"]
         for seed in seeds:
-            mc, tc = make_configs(name, method, rule, seed)
+            mc, tc = make_configs(name, method, rule, seed, overrides)
             run_dir = None if out_dir is None else Path(out_dir) / "runs" / f"{name}_seed{seed}"
-            results.append(run_one(name, seed, mc, tc, train, test, device, run_dir, prune, log, overwrite))
+            r = run_one(name, seed, mc, tc, train, test, device, run_dir, prune, log, overwrite)
+            if tuning is not None:
+                r.update(
+                    tuned=dict(overrides), validation_accuracy=tuning["validation_accuracy"], tuning=tuning
+                )
+            results.append(r)
     if out_dir is not None:
         write_report(results, out_dir, meta)
     return results
