@@ -70,6 +70,11 @@ class DistributedTrainer(Trainer):
     ) -> None:
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.rank = dist.get_rank() if self.world_size > 1 else 0
+        if self.world_size > 1 and config.reward_norm != "none":
+            raise ValueError(
+                f"reward_norm={config.reward_norm!r} divides by a maximum over the whole batch; each of the "
+                f"{self.world_size} processes holds only its shard: train it in one process"
+            )
         if self.rank != 0:
             config = dataclasses.replace(config, progress=False)
             out_dir, overwrite = None, False

@@ -71,9 +71,12 @@ def _lif_step(u_prev, i_t, beta, thr, reset, delay):
     return s, u, p, pre
 
 
-def literal_snn(model: nn.Sequential, xs: torch.Tensor, reward_fn, rule: str, eps: float = EPS):
+def literal_snn(
+    model: nn.Sequential, xs: torch.Tensor, reward_fn, rule: str, eps: float = EPS, norm: bool = False
+):
     """xs: [T, B, ...]. Returns (output spikes [T, B, C], hidden spikes per LIF layer, feedback, input reward
-    [T, B, ...], the reward at the output)."""
+    [T, B, ...], the reward at the output). ``norm``: the max-abs normalisation, R_t ← R_t / max|R_t| (over
+    the batch and the layer's neurons, where that exceeds 1e-10) at every LIF layer and step."""
     layers = list(model.named_children())
     T = xs.shape[0]
     store = [dict(x=[], i=[], p=[], pre=[], u=[], s=[], idx=[], shape=None) for _ in layers]
@@ -129,6 +132,8 @@ def literal_snn(model: nn.Sequential, xs: torch.Tensor, reward_fn, rule: str, ep
                 beta = m.beta.to(DT)
                 p, pre = st["p"][t], st["pre"][t]
                 R = r + carry[k]
+                if norm and float(R.abs().max()) > 1e-10:
+                    R = R / R.abs().max()
                 d = p.abs() + (pre - p).abs()
                 if m.reset == "subtract" and m.reset_delay:  # the reference's own expression
                     u_prev = store[k]["u"][t - 1] if t > 0 else torch.zeros_like(p)

@@ -26,7 +26,7 @@ from ..rules import ACTIVITIES, presets
 from ..training import TrainConfig, known_methods, resolve_method
 from ..training.config import METRICS_FORMATS
 from ..training.config import unused_fields as unused_train_fields
-from ..training.methods import PRECISIONS
+from ..training.methods import PRECISIONS, REWARD_NORMS
 from ..training.schedules import NOISE_SCHEDULES, SCHEDULES
 from ..training.updates import CLIPS, OPTIMIZERS
 
@@ -61,6 +61,7 @@ TRAIN_OPTIONS = (
     "clip_value",
     "input_noise",
     "noise_schedule",
+    "reward_norm",
     "feedback_precision",
     "micro_batch",
     "recompute",
@@ -242,6 +243,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         choices=NOISE_SCHEDULES,
         help=f"scale of --input-noise over the epochs: constant, or linear/cosine decay to zero "
         f"{_d('noise_schedule')}",
+    )
+    g.add_argument(
+        "--reward-norm",
+        default=None,
+        choices=tuple(REWARD_NORMS),
+        help="LFP, spiking: maxabs divides the reward at every LIF membrane, at every step, by its largest "
+        f"absolute value over the batch (the paper's normalised backward pass) {_d('reward_norm')}",
     )
     g.add_argument(
         "--feedback-precision",

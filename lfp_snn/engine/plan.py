@@ -24,6 +24,7 @@ from .handlers.pooling import AvgPoolHandler
 
 STORAGES = ("keep", "recompute")
 SPARSE_INPUT = ("auto", "off")
+REWARD_NORMS = (None, "maxabs")
 GEMM_DTYPES = {None: None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_EPS = 1e-6
 
@@ -50,6 +51,11 @@ class FeedbackPlan:
         membrane_share: the membrane-aware ε rule (:class:`~lfp_snn.rules.MembraneShare` or λ); None: off.
         input_noise: std of Gaussian noise added to the input of every parametric layer (training only).
         input_reward: also return the reward that arrives at the model's input.
+        reward_norm: ``"maxabs"``: at every LIF layer and step, the reward at the membrane (the reward from
+            above plus the membrane's share from the next step) is divided by its largest absolute value over
+            the batch and the layer's neurons, where that exceeds 1e-10 (the reference's "backward pass
+            normalised by the maximum absolute value"); None: off. Spiking models with LIF layers, torch
+            scans, no ``micro_batch``.
         sparse_input: ``"auto"``: a uint8 model input read by a Linear layer with at most 10% non-zero
             entries is kept as index lists; ``"off"``: always dense.
         device: where the pass runs; None: the model's device (its parameters must be on one device, and the
@@ -66,6 +72,7 @@ class FeedbackPlan:
     membrane_share: MembraneShare | float | None = None
     input_noise: float = 0.0
     input_reward: bool = False
+    reward_norm: str | None = None
     sparse_input: str = "auto"
     device: torch.device | str | None = None
     composite: Composite = field(init=False, repr=False, compare=False)
@@ -97,6 +104,8 @@ class FeedbackPlan:
             raise ValueError(f"input_noise must be a finite number >= 0, got {self.input_noise!r}")
         if not isinstance(self.input_reward, bool):
             raise ValueError(f"input_reward must be True or False, got {self.input_reward!r}")
+        if self.reward_norm not in REWARD_NORMS:
+            raise ValueError(f"reward_norm must be one of {REWARD_NORMS}, got {self.reward_norm!r}")
         if self.sparse_input not in SPARSE_INPUT:
             raise ValueError(f"sparse_input must be one of {SPARSE_INPUT}, got {self.sparse_input!r}")
         if self.device is not None:
@@ -235,6 +244,7 @@ class CompiledPlan:
                 "time_chunk": p.time_chunk,
                 "storage='recompute'": p.storage == "recompute" or None,
                 "membrane_share": p.membrane_share,
+                "reward_norm": p.reward_norm,
                 "backend": p.backend,
                 "steps=": steps,
             }
@@ -258,6 +268,11 @@ class CompiledPlan:
                         f"p={m.p}): the second forward pass would draw other masks; call model.eval() or use "
                         "micro_batch instead"
                     )
+        if p.reward_norm is not None and p.micro_batch is not None:
+            raise ValueError(
+                f"reward_norm={p.reward_norm!r} divides by a maximum over the whole batch; micro_batch="
+                f"{p.micro_batch} would take it per slice: turn one of them off"
+            )
         if p.storage == "recompute" and self.spiking:
             if not any(
                 isinstance(n.handler, LIFHandler)

@@ -105,12 +105,16 @@ def lif_feedback(
     eps: float = 1e-6,
     out: Tensor | None = None,
     backend: str = "torch",
+    norm: bool = False,
 ) -> Tensor:
     """g from the reward at the spikes and the forward's firing potential V:
-    :func:`lfp_snn.kernels.torch_scan.lif_feedback_scan` on ``backend``."""
+    :func:`lfp_snn.kernels.torch_scan.lif_feedback_scan` on ``backend`` (``norm``: the max-abs normalisation
+    of R_t, torch only)."""
     backend = resolve_backend(backend, reward.device, pot.dtype)
     if backend == "torch":
-        return _torch_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out)
+        return _torch_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out, norm)
+    if norm:
+        raise ValueError(f"the max-abs reward normalisation runs in the torch scans, not backend {backend!r}")
     check_backend(backend, reward.device)
     if backend == "native":
         from .native_scan import lif_feedback_scan as _native_feedback

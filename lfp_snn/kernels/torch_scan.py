@@ -118,6 +118,10 @@ def membrane(
     return pot - threshold * spikes if reset == "subtract" else pot * (1 - spikes)
 
 
+NORM_FLOOR = 1e-10
+"""Below this maximum |R_t| the max-abs normalisation leaves R_t as it is (the reference's guard)."""
+
+
 def lif_feedback_scan(
     reward: Tensor,
     pot: Tensor,
@@ -128,11 +132,15 @@ def lif_feedback_scan(
     mem0: Tensor | None = None,
     eps: float = 1e-6,
     out: Tensor | None = None,
+    norm: bool = False,
 ) -> Tensor:
     """Reverse scan of LFP-ε through a LIF layer (the reference rule), t = T..1.
 
         R_t = reward_t + C_{t+1}  (C_{T+1} = 0);   D_t = |P_t| + |Ũ_t - P_t|;   g_t = R_t / (D_t + ε);
         C_t = β P_t g_t           (the membrane's share, handed to step t-1)
+
+    With ``norm``, R_t ← R_t / m_t before g_t, m_t = max |R_t| over the step's whole [B, ...] tensor where
+    m_t > 1e-10 (else R_t is left as it is): the reference's max-abs normalisation of the backward pass.
 
     For subtract + delayed reset, D_t = |U_{t-1}| + |U_t + θ reset_t - U_{t-1}| as in the reference.
 
@@ -178,9 +186,12 @@ def lif_feedback_scan(
         for t in range(t1 - 1, t0 - 1, -1):
             k = t - t0
             if carry is None:
-                torch.div(reward[t], d[k], out=g[t])
+                r = reward[t].clone() if norm else reward[t]
             else:
-                carry.add_(reward[t])  # R_t = reward_t + C_{t+1}
-                torch.div(carry, d[k], out=g[t])
+                r = carry.add_(reward[t])  # R_t = reward_t + C_{t+1}
+            if norm:
+                m = r.abs().amax()
+                r.div_(torch.where(m > NORM_FLOOR, m, torch.ones_like(m)))
+            torch.div(r, d[k], out=g[t])
             carry = torch.mul(p[k], g[t])  # C_t = β P_t g_t
     return g

@@ -14,7 +14,7 @@ from ..homeostasis import MODES as HOMEOSTASIS_MODES
 from ..homeostasis import Homeostasis
 from ..models import ARCHS, ModelConfig, is_spiking_arch
 from ..rules import ACTIVITIES, MembraneShare, get_composite
-from .methods import METHODS, PRECISIONS
+from .methods import METHODS, PRECISIONS, REWARD_NORMS
 from .schedules import NOISE_SCHEDULES, SCHEDULES
 from .updates import CLIPS, OPTIMIZERS
 
@@ -55,6 +55,7 @@ class TrainConfig:
     homeostasis_mode: str = "threshold"  # threshold | bias
     homeostasis_min_threshold: float = 0.1  # θ never goes below this fraction of its initial value
     eps: float = 1e-6
+    reward_norm: str = "none"  # none | maxabs: LFP, SNN: the reward at each LIF membrane / its max |.| per step
     feedback_precision: str = "float32"  # float32 | bfloat16: precision of the LFP feedback GEMMs
     micro_batch: int | None = None  # LFP: run each batch in slices of this many samples (less memory)
     recompute: bool = False  # LFP: keep spikes only, recompute currents and membranes in the feedback
@@ -115,6 +116,10 @@ class TrainConfig:
             (
                 self.metrics_format in METRICS_FORMATS,
                 f"metrics_format must be one of {METRICS_FORMATS}, got {self.metrics_format!r}",
+            ),
+            (
+                self.reward_norm in REWARD_NORMS,
+                f"reward_norm must be one of {REWARD_NORMS}, got {self.reward_norm!r}",
             ),
             (
                 self.feedback_precision in PRECISIONS,
@@ -249,12 +254,21 @@ def _refuse_unused(train: TrainConfig, unused: dict[str, str]) -> None:
 
 _DEFAULTS = TrainConfig()
 
-LFP_FIELDS = ("rule", "reward", "eps", "feedback_precision", "membrane_share", "membrane_share_weight")
+LFP_FIELDS = (
+    "rule",
+    "reward",
+    "eps",
+    "reward_norm",
+    "feedback_precision",
+    "membrane_share",
+    "membrane_share_weight",
+)
 """TrainConfig fields of the LFP method only (the engine's memory options are refused above by name)."""
 SPIKING_FIELDS = (
     "steps",
     "encoder",
     "time_chunk",
+    "reward_norm",
     "membrane_share",
     "membrane_share_weight",
     "homeostasis",

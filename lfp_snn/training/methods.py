@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 """Names of the precisions of the LFP feedback GEMMs -> the ``matmul_dtype`` the engine takes."""
 
+REWARD_NORMS = {"none": None, "maxabs": "maxabs"}
+"""``TrainConfig.reward_norm`` -> the engine's ``FeedbackPlan.reward_norm``."""
+
 LIBRARIES = {"bptt-snntorch": "snntorch", "bptt-norse": "norse"}
 """The package each baseline method needs."""
 
@@ -44,6 +47,7 @@ def feedback_plan(cfg, input_noise: float = 0.0) -> FeedbackPlan:
         time_chunk=cfg.time_chunk,
         gemm_dtype=PRECISIONS[cfg.feedback_precision],
         membrane_share=cfg.membrane(),
+        reward_norm=REWARD_NORMS[cfg.reward_norm],
         input_noise=input_noise,
     )
 

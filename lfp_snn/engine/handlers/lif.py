@@ -7,7 +7,7 @@ from it. Over a Linear/Conv output read by nothing else, V overwrites the curren
 ``storage="recompute"`` nothing is kept: the current is made again from the layer below's kept input.
 
 Reverse, t = T..1: R_t = (reward at S_t) + C_{t+1}; D_t = |P_t| + |Ũ_t - P_t|; g_t = R_t / (D_t + ε);
-C_t = β P_t g_t. The layer below gets g itself (:class:`Normalized`) when it is a Linear/Conv layer read only
+C_t = β P_t g_t (with ``reward_norm="maxabs"``, R_t ← R_t / max|R_t| over the batch and neurons first). The layer below gets g itself (:class:`Normalized`) when it is a Linear/Conv layer read only
 here, else the current's share of the membrane as a reward, R^I_t = I_t ⊙ g_t.
 
 Over stretches of time (``time_chunk``) the layer starts from the membrane the previous stretch left
@@ -43,6 +43,7 @@ class LIFRecord:
 class LIFHandler(NeuronHandler):
     recomputes = True
     advances_constant = True
+    normalises = True
 
     def names(self) -> list[str]:
         return ["LIF"]
@@ -143,6 +144,7 @@ class LIFHandler(NeuronHandler):
             s.eps,
             out=rt if owned else None,
             backend=s.backend,
+            norm=s.reward_norm,
         )
         del pot, rt
         if ctx.carry is not None and rec.mem0 is not None:  # C_1 = β P_1 g_1, handed to the earlier stretch

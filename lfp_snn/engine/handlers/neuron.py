@@ -4,6 +4,7 @@ neuron sends down."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,10 @@ class NeuronSetup:
     uint8_spikes: bool  # every reader takes uint8 spikes (Linear, MaxPool2d)
     backend: str
     eps: float
+    reward_norm: bool = False  # divide the membrane's reward by its max |.| at every step (plan.reward_norm)
+
+
+_NORM_WARNED: set[str] = set()
 
 
 class NeuronHandler(Handler):
@@ -33,19 +38,52 @@ class NeuronHandler(Handler):
     emits_normalized = True
     recomputes = False  # whether storage="recompute" applies (the LIF recomputes its potential)
     advances_constant = False  # a stretch of time on a constant current can recompute its start state
+    normalises = False  # implements plan.reward_norm (LIF)
 
     def setup(self, node, env) -> NeuronSetup:
         m = node.module
         self.check(m)
         below = env.fused_below.get(node.index)
         users = [env.graph.nodes[u] for u in node.users]
+        backend = env.backend_for(m)
+        norm = env.plan.reward_norm is not None
+        if norm:
+            backend = self._norm_backend(node, backend, env.plan.reward_norm)
         return NeuronSetup(
             g_below=below is not None,
             recompute=self.recomputes and env.plan.storage == "recompute" and below is not None,
             uint8_spikes=bool(users) and all(type(u.target) in _READS_UINT8 for u in users),
-            backend=env.backend_for(m),
+            backend=backend,
             eps=env.eps,
+            reward_norm=norm,
         )
+
+    def _norm_backend(self, node, backend: str, norm: str) -> str:
+        """The torch scans for ``reward_norm`` (a maximum over the batch at every step, which the per-row
+        native and Triton scans cannot take): an error where another backend was asked for, torch with a
+        warning (once) for ``auto``."""
+        if not self.normalises:
+            raise ValueError(
+                f"reward_norm={norm!r} is implemented for LIF layers; {node.describe()} is not one: turn "
+                "reward_norm off for this model"
+            )
+        if backend == "auto":
+            if "auto" not in _NORM_WARNED:
+                _NORM_WARNED.add("auto")
+                warnings.warn(
+                    f"reward_norm={norm!r}: the LIF feedback runs in the torch scans (backend 'auto' would pick "
+                    "native or Triton ones, which scan every neuron on its own and cannot take the maximum "
+                    "over the batch): slower on large layers",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return "torch"
+        if backend != "torch":
+            raise ValueError(
+                f"reward_norm={norm!r} needs the torch scans (a maximum over the batch at every step); "
+                f"{node.describe()} has backend {backend!r}: use backend='torch' or 'auto'"
+            )
+        return backend
 
     def check(self, m) -> None:
         """Raise for parameters out of range (the module's own check)."""
