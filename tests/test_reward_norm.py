@@ -9,8 +9,8 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
 from test_snn_literal import LABELS, MODELS, T, _assert_close, _inputs, literal_snn
+from torch import nn
 
 import lfp_snn
 from lfp_snn import FeedbackPlan

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from .options import add_train_arguments, configs_from_args
+from .options import add_train_arguments, apply_recipe, configs_from_args
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": (
@@ -63,6 +63,8 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
 
         retain_freed_memory()
     try:
+        if hasattr(args, "recipe"):
+            apply_recipe(args)
         return args.func(args)
     except USAGE_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)

@@ -133,10 +133,15 @@ def tune_spec(a: argparse.Namespace, spiking: bool) -> TuneSpec | None:
         raise ValueError("--tune-clip-value needs update clipping: give --clip norm or --clip agc")
     if "lr" in grid and a.lr_for:
         raise ValueError("--tune-lr and --lr-for both set learning rates; give one of them")
-    if "lr" in grid and a.lr is not None:
+    if "lr" in grid and a.lr is not None and "lr" not in getattr(a, "recipe_set", ()):
         raise ValueError("--tune-lr and --lr both set the learning rate; give one of them")
     for dest, field in TUNE_OPTIONS.items():
-        if field in grid and field != "lr" and getattr(a, field, None) is not None:
+        if (
+            field in grid
+            and field != "lr"
+            and getattr(a, field, None) is not None
+            and field not in getattr(a, "recipe_set", ())
+        ):
             raise ValueError(f"--{dest.replace('_', '-')} and --{field.replace('_', '-')} both set {field}")
     return TuneSpec(grid, fraction=0.2 if a.val_fraction is None else a.val_fraction, epochs=a.tune_epochs)
 
@@ -182,7 +187,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     tune = tune_spec(a, is_spiking_arch(value(a, "arch")))
 
     def make_configs(name: str, method: str, rule: str, seed: int, overrides: dict | None = None):
-        fields = {"lr": lrs.get(name, value(a, "lr")), **(overrides or {})}
+        fields = {**({"lr": lrs[name]} if name in lrs else {}), **(overrides or {})}
         mc, tc = build_configs(a, train, method=method, rule=rule, seed=seed, progress=False, **fields)
         try:
             refuse_unused_options(a, mc, tc, temporal)
@@ -213,6 +218,9 @@ def cmd_compare(a: argparse.Namespace) -> int:
         else "n/a",
         "training": f"{tc.epochs} epochs, batch {tc.batch_size}, {tc.optimizer}"
         + ("" if tune and "lr" in tune.grid else f" lr {value(a, 'lr')}")
+        + (f", schedule {tc.schedule}" if tc.schedule != "none" else "")
+        + (f", clip {tc.clip} {tc.clip_value:g}" if tc.clip != "none" else "")
+        + (f", recipe {a.recipe}" if a.recipe else "")
         + (f" (per method: {lrs})" if lrs else ""),
         **({"tuned": tune.describe(len(train), tc.epochs, a.seeds[0])} if tune else {}),
         "seeds": " ".join(map(str, a.seeds)),

@@ -27,6 +27,8 @@ from ..training import TrainConfig, known_methods, resolve_method
 from ..training.config import METRICS_FORMATS
 from ..training.config import unused_fields as unused_train_fields
 from ..training.methods import PRECISIONS, REWARD_NORMS
+from ..training.recipes import RECIPES, recipe_fields
+from ..training.recipes import describe as describe_recipe
 from ..training.schedules import NOISE_SCHEDULES, SCHEDULES
 from ..training.updates import CLIPS, OPTIMIZERS
 
@@ -202,6 +204,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help=f"static input -> spikes over time; constant is the paper's {_d('encoder')}",
     )
     g = p.add_argument_group("training")
+    g.add_argument(
+        "--recipe",
+        default=None,
+        choices=tuple(RECIPES),
+        help="a paper's training setup, for every option not given here: paper-snn = "
+        f"{describe_recipe('paper-snn')}",
+    )
     g.add_argument(
         "--method",
         default=None,
@@ -451,6 +460,36 @@ def set_threads(n: int | None, option: str = "--threads") -> None:
     torch.set_num_threads(n)
 
 
+def apply_recipe(a: argparse.Namespace) -> None:
+    """Fill in the options of ``--recipe`` that the command line leaves out (they then count as given), and
+    say once what the recipe set and which of its settings the command line replaced. The recipe's
+    LFP-only settings wait in ``a.recipe_lfp`` for :func:`build_configs` (they apply per method)."""
+    a.recipe_lfp, a.recipe_set = {}, set()
+    if getattr(a, "recipe", None) is None:
+        return
+    arch = value(a, "arch")
+    if not is_spiking_arch(arch):
+        raise ValueError(f"--recipe {a.recipe} trains spiking models; --arch {arch} is an ANN")
+    given = {d for d in (*MODEL_OPTIONS, *TRAIN_OPTIONS) if getattr(a, d, None) is not None}
+    skipped = []
+    if is_sequential_spec(a.data):
+        given.add("steps")  # T is the number of rows
+        skipped.append("steps (one step per row of --data)")
+    common, _ = recipe_fields(a.recipe, "other", given)
+    lfp, overridden = recipe_fields(a.recipe, "lfp", given)
+    for dest, v in common.items():
+        setattr(a, dest, v)
+    a.recipe_set = set(common)
+    a.recipe_lfp = {k: v for k, v in lfp.items() if k not in common}
+    shown = ", ".join(f"{k}={v}" for k, v in common.items())
+    shown += "".join(f", {k}={v} (LFP methods)" for k, v in a.recipe_lfp.items())
+    notes = [
+        f"the command line replaces {o}" for o in overridden if not o.startswith("steps=") or not skipped
+    ]
+    notes += [f"not {s}" for s in skipped]
+    print(f"recipe {a.recipe}: {shown}" + (f"; {'; '.join(notes)}" if notes else ""), flush=True)
+
+
 def build_configs(a: argparse.Namespace, train, **fields) -> tuple[ModelConfig, TrainConfig]:
     """The model and train configs of the options in ``a`` for the data ``train`` (its sample shape and
     classes), with ``fields`` (config field -> value) set on top: compare and sweep set the method, rule,
@@ -459,6 +498,9 @@ def build_configs(a: argparse.Namespace, train, **fields) -> tuple[ModelConfig, 
     if model.get("hidden") is not None:
         model["hidden"] = tuple(model["hidden"])
     trainf = {k: getattr(a, k) for k in TRAIN_OPTIONS if getattr(a, k, None) is not None}
+    if fields.get("method", TRAIN_DEFAULTS.method) == "lfp":
+        for k, v in getattr(a, "recipe_lfp", {}).items():
+            trainf.setdefault(k, v)
     if getattr(a, "no_progress", False):
         trainf["progress"] = False
     for k, v in fields.items():

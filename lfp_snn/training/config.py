@@ -55,7 +55,7 @@ class TrainConfig:
     homeostasis_mode: str = "threshold"  # threshold | bias
     homeostasis_min_threshold: float = 0.1  # θ never goes below this fraction of its initial value
     eps: float = 1e-6
-    reward_norm: str = "none"  # none | maxabs: LFP, SNN: the reward at each LIF membrane / its max |.| per step
+    reward_norm: str = "none"  # none | maxabs: LFP, SNN: each LIF membrane's reward / its max |.| per step
     feedback_precision: str = "float32"  # float32 | bfloat16: precision of the LFP feedback GEMMs
     micro_batch: int | None = None  # LFP: run each batch in slices of this many samples (less memory)
     recompute: bool = False  # LFP: keep spikes only, recompute currents and membranes in the feedback

@@ -2,8 +2,8 @@
 :func:`compare` (:mod:`.run`), tuning on a validation split (:mod:`.tuning`) and the report (:mod:`.report`)."""
 
 from ..metrics import PRUNE_FRACTIONS
-from .report import REPORT_FILES, markdown, plot_results, write_report
 from . import run
+from .report import REPORT_FILES, markdown, plot_results, write_report
 from .run import check_out_dir, compare, run_one, step_peak_mib
 from .tuning import TUNABLE, TuneSpec, tune_method
 
