@@ -585,3 +585,28 @@ def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ImportError, match="--executor ray needs Ray"):
         sweeps.run_sweep(_grid()[:1], tmp_path / "r.h5", executor="ray", log=None)
+
+
+def test_cli_scores_on_a_validation_split(tmp_path, capsys):
+    """--val-fraction: every trial trains on the fit part of the training set and is scored on the held-out
+    part; the report says so, and the trials are others than the test-scored ones (their keys differ)."""
+    from lfp_snn.data import load_data
+    from lfp_snn.experiments.sweeps import load_trial_data
+
+    out = tmp_path / "val"
+    base = [a for i, a in enumerate(CLI) if "--test-subset" not in CLI[max(i - 1, 0) : i + 1]]
+    argv = ["sweep", *base, "--out", str(out), "--betas", "0.9", "--steps-list", "2", "--val-fraction", "0.25"]
+    assert cli_main(argv) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 1 and rows[0]["scored_on"] == "validation"
+    md = (out / "results.md").read_text()
+    assert "final validation accuracy" in md or "validation split" in md
+    data = {"spec": "digits", "subset": 80, "test_subset": None, "subset_seed": 0, "validation": 0.25}
+    fit, val = load_trial_data(data, 2)
+    train = load_data("digits", 2)[0].subset(80, seed=0)
+    assert (len(fit), len(val)) == (60, 20) and val.name.endswith("validation")
+    assert torch.equal(torch.sort(torch.cat([fit.y, val.y])).values, torch.sort(train.y).values)
+    assert cli_main([*argv[:-2], "--val-fraction", "1.5"]) == 2
+    assert "--val-fraction must lie in (0, 1)" in capsys.readouterr().err
+    assert cli_main([*argv, "--test-subset", "10"]) == 2
+    assert "--test-subset does not apply" in capsys.readouterr().err

@@ -84,6 +84,13 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
         help=f"learning rates (default: {default('lr')}, the train default)",
     )
     g.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="score every trial on a stratified validation split of this share of the training set (trained "
+        "on the rest) instead of the test set: for choosing settings; the test set is then not used",
+    )
+    g.add_argument(
         "--data-seed",
         type=int,
         default=0,
@@ -163,6 +170,12 @@ def grid_from_args(a: argparse.Namespace) -> tuple[list[Trial], dict]:
     data = {"spec": a.data, "subset": a.subset, "test_subset": a.test_subset, "subset_seed": a.data_seed}
     if a.limit is not None:  # only when given, so that the keys of sweeps without it stay as they were
         data["limit"] = a.limit
+    if a.val_fraction is not None:
+        if a.test_subset is not None:
+            raise ValueError("--test-subset does not apply: with --val-fraction the test set is not used")
+        if not 0 < a.val_fraction < 1:
+            raise ValueError(f"--val-fraction must lie in (0, 1), got {a.val_fraction}")
+        data["validation"] = a.val_fraction
     train, test = load_trial_data(data, a.steps_list[0], a.download)
     temporal = getattr(train, "temporal", False)
     checked: set[str] = set()
@@ -180,8 +193,15 @@ def grid_from_args(a: argparse.Namespace) -> tuple[list[Trial], dict]:
 
     trials = make_grid(a.methods, a.betas, a.steps_list, a.seeds, a.lrs, make_configs, data)
     arch = value(a, "arch")
+    split = "validation" if a.val_fraction is not None else "test"
     meta = {
-        "data": f"{a.data} ({len(train)} train / {len(test)} test, subset seed {a.data_seed})",
+        "data": f"{a.data} ({len(train)} train / {len(test)} {split}, subset seed {a.data_seed})"
+        + (
+            f"; scored on a stratified validation split ({a.val_fraction:g} of the training set), not on "
+            "the test set"
+            if split == "validation"
+            else ""
+        ),
         "model": arch
         + (f" hidden {' '.join(map(str, a.hidden))}" if a.hidden else "")
         + (
@@ -254,7 +274,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
         records = outcome.records
     meta["trials"] = f"{len(records)} of {len(trials)} in the results file"
-    title = f"{a.data}, {value(a, 'arch')}, {value(a, 'epochs')} epochs — final test accuracy"
+    split = "validation" if a.val_fraction is not None else "test"
+    title = f"{a.data}, {value(a, 'arch')}, {value(a, 'epochs')} epochs — final {split} accuracy"
     paths = write_report(records.values(), a.out, a.betas, a.steps_list, meta, title)
     print(f"wrote {', '.join(str(p) for p in paths)} ({len(records)} of {len(trials)} trials)")
     if outcome is not None and outcome.interrupted:

@@ -20,7 +20,8 @@ _DATA_CACHE: dict[tuple, tuple] = {}
 
 
 def load_trial_data(data: dict, steps: int, download: bool = False):
-    """``(train, test)`` for a trial's data config (cached per process: the grid shares its data)."""
+    """``(train, test)`` for a trial's data config (cached per process: the grid shares its data); with
+    ``validation`` in the config ``(fit, validation)``, a stratified split of the training set."""
     event = is_event_spec(data["spec"])
     key = (canonical_json(data), steps if event else None)
     if key not in _DATA_CACHE:
@@ -30,6 +31,8 @@ def load_trial_data(data: dict, steps: int, download: bool = False):
             train = train.subset(int(data["subset"]), seed=seed)
         if data.get("test_subset"):
             test = test.subset(int(data["test_subset"]), seed=seed)
+        if data.get("validation"):
+            train, test = train.holdout(float(data["validation"]), seed=seed)
         _DATA_CACHE.clear()  # keep one data set: a sweep has one, event data one per T
         _DATA_CACHE[key] = (train, test)
     return _DATA_CACHE[key]
@@ -37,7 +40,8 @@ def load_trial_data(data: dict, steps: int, download: bool = False):
 
 def run_trial(config: dict, device: str = "cpu", threads: int | None = 1) -> dict:
     """Train the trial ``config`` describes and return its record: ``key``, ``config``, ``history`` (the
-    Trainer's per-epoch dicts) and ``info`` (final/best accuracy, wall time, device, threads, versions)."""
+    Trainer's per-epoch dicts) and ``info`` (final accuracy on the test or validation split, wall time,
+    device, threads, versions)."""
     if threads:
         torch.set_num_threads(threads)
     train, test = load_trial_data(config["data"], int(config["train"]["steps"]))
@@ -49,7 +53,7 @@ def run_trial(config: dict, device: str = "cpu", threads: int | None = 1) -> dic
     final = history[-1]["test_accuracy"] if history else trainer.evaluate(test)["accuracy"]
     info = {
         "final_test_accuracy": float(final),
-        "best_test_accuracy": float(max((r["test_accuracy"] for r in history), default=final)),
+        "scored_on": "validation" if config["data"].get("validation") else "test",
         "final_train_accuracy": float(history[-1]["train_accuracy"]) if history else math.nan,
         "epochs": len(history),
         "wall_s": time.perf_counter() - t0,
