@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up lfp-snn in ./.venv: CPU torch 2.13.0, the package with its extras, norse without its CUDA torch,
-# and (as root, where apt-get exists) Debian's Fashion-MNIST and Icarus Verilog for the real-data/HDL tests.
+# Set up lfp-snn in ./.venv: CPU torch 2.13.0, the package with its extras, norse and neurobench without their
+# CUDA torch, and (as root, where apt-get exists) Debian's Fashion-MNIST and Icarus Verilog for the real-data/HDL
+# tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -10,6 +11,9 @@ PIP=(.venv/bin/python -m pip install -q -c scripts/constraints.txt)
 "${PIP[@]}" -e ".[dev,baselines,export,events,plots,triton,ray]"
 # norse asks for torchvision and a CUDA torch; its real needs (numpy, nir, nirtorch) are installed above.
 "${PIP[@]}" --no-deps "norse==1.1.0"
+# neurobench (the efficiency metrics' package path) asks for torchaudio, numba and llvmlite and a CUDA torch; the
+# metrics, models and Benchmark import without them, and its real needs (numpy, tqdm, snntorch, tonic) are above.
+"${PIP[@]}" --no-deps "neurobench==2.3.0"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
   [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)

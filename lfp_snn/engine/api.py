@@ -162,12 +162,25 @@ def forward_trace(
     plan: FeedbackPlan | None = None,
     keep: bool = True,
     generator: torch.Generator | None = None,
+    observe: Callable | None = None,
 ) -> Trace:
     """The forward pass alone: outputs, spike counts and (with ``keep``) the records the reverse pass
-    (:func:`lfp_snn.engine.propagate`) takes."""
+    (:func:`lfp_snn.engine.propagate`) takes.
+
+    ``observe``: a callable the pass calls right after each node (every node but the input, in the graph's
+    order) as ``observe(node, inputs, output)``: the :class:`~lfp_snn.engine.graph.Node`, the
+    :class:`~lfp_snn.engine.Act` values it read (rows [T·B, ...], or [B, ...] where ``constant``: the same at
+    every step; before the plan's ``input_noise``, which a parametric layer adds inside) and its output (an
+    ``Act``, or the value of a shape query). It reads them during the call and changes nothing (a later node
+    may write over them); a neuron's input current may already hold its potential when ``keep`` is true.
+    Measurements use it (synaptic operations in :mod:`lfp_snn.experiments.efficiency`); None, the default,
+    costs one test per node.
+    """
     p = plan if plan is not None else FeedbackPlan()
     cp = p.validate(model, inputs, steps)
-    return run_forward(cp, inputs, steps, keep=keep, generator=generator, noise=p.input_noise)
+    return run_forward(
+        cp, inputs, steps, keep=keep, generator=generator, noise=p.input_noise, observe=observe
+    )
 
 
 def run(model: nn.Module, inputs: Tensor, steps: int | None = None) -> Tensor:

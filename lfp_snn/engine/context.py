@@ -3,6 +3,7 @@ nodes' outputs (forward) or records (reverse)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,8 @@ class ForwardContext:
 
     ``steps``: T (None for an ANN); ``dtype``: the computation's; ``keep``: keep records for the feedback;
     ``state`` / ``start`` / ``cache``: for stretches of time (neuron states at the stretch's start, its first
-    step, and outputs that are the same in every stretch).
+    step, and outputs that are the same in every stretch); ``observe``: None, or a callable the pass calls
+    after every node as ``observe(node, inputs, output)`` (see :func:`lfp_snn.engine.forward_trace`).
     """
 
     compiled: CompiledPlan
@@ -55,6 +57,7 @@ class ForwardContext:
     state: dict[str, Tensor] | None = None
     start: int = 0
     cache: dict | None = None
+    observe: Callable | None = None
     spike_counts: dict[str, Tensor] = field(default_factory=dict)
     spike_slots: dict[str, int] = field(default_factory=dict)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -61,8 +62,11 @@ def run_forward(
     state: dict[str, Tensor] | None = None,
     start: int = 0,
     cache: dict | None = None,
+    observe: Callable | None = None,
 ) -> Trace:
-    """Run the model of ``cp`` on ``inputs`` and keep what the feedback needs (nothing with ``keep=False``)."""
+    """Run the model of ``cp`` on ``inputs`` and keep what the feedback needs (nothing with ``keep=False``);
+    ``observe(node, inputs, output)``, when given, is called after every node (see
+    :func:`lfp_snn.engine.forward_trace`)."""
     nodes = cp.graph.nodes
     act, T = input_act(cp, inputs, steps)
     batch = act.value.shape[0] if (T is None or act.constant) else act.value.shape[0] // T
@@ -72,7 +76,7 @@ def run_forward(
     layouts: list = [None] * len(nodes)
     layouts[0] = act.constant
     remaining = [len(n.users) for n in nodes]
-    ctx = ForwardContext(cp, T, cp.dtype, keep, values, generator, noise, state, start, cache)
+    ctx = ForwardContext(cp, T, cp.dtype, keep, values, generator, noise, state, start, cache, observe)
     for node in nodes[1:]:
         ins = [values[i] for i in node.inputs if isinstance(values[i], Act)]
         try:
@@ -83,6 +87,8 @@ def run_forward(
                 f"{node.describe()} cannot take its input of shape {shapes[0] if len(shapes) == 1 else shapes}"
                 f"{' (rows = T·B)' if T is not None else ''}: {e}"
             ) from e
+        if observe is not None:
+            observe(node, ins, out)
         values[node.index], records[node.index] = out, rec
         layouts[node.index] = out.constant if isinstance(out, Act) else None
         for i in node.inputs:  # free what no later node reads
