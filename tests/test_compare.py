@@ -83,9 +83,16 @@ def test_one_row_per_method_and_seed(compared):
         assert len(list(csv.DictReader(f))) == len(METHODS) * len(SEEDS) * 2
     md = (out / "results.md").read_text()
     for m in METHODS:
-        assert md.count(f"| {m} |") == len(SEEDS) + 1  # the runs and the per-method summary
+        assert md.count(f"| {m} |") == len(SEEDS) + 2  # the runs, the per-method summary and efficiency
     assert "tensors held during one training step (torch profiler)" in md and "note: test" in md
     assert "all methods share one learning rate (0.003)" in md
+    assert "## Efficiency (NeuroBench's metrics" in md
+    for r in results:  # the LIF MLP runs in the neurobench package itself, through its snntorch twin
+        eff = r["efficiency"]
+        assert eff["source"].startswith("neurobench"), eff["source"]
+        assert abs(eff["activation_sparsity"] - (1 - r["spike_rate"])) < 1e-9
+        assert 0 < eff["synops_effective_acs"] < eff["synops_dense"] and eff["connection_sparsity"] == 0
+    assert {"nb_activation_sparsity", "nb_synops_effective_acs", "nb_source"} <= set(rows[0])
     assert json.loads((out / "results.json").read_text())["meta"] == {"note": "test"}
     for name in PNGS:
         blob = (out / name).read_bytes()

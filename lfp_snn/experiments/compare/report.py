@@ -42,11 +42,26 @@ def _pct(f: float) -> str:
     return f"{100 * f:g}"
 
 
+EFFICIENCY = (
+    ("activation_sparsity", "act. sparsity", 4),
+    ("synops_effective_acs", "eff. ACs", 0),
+    ("synops_effective_macs", "eff. MACs", 0),
+    ("synops_dense", "dense ops", 0),
+    ("connection_sparsity", "conn. sparsity", 4),
+    ("footprint_bytes", "footprint (B)", 0),
+)
+"""NeuroBench's metrics in the report: key of the efficiency dict, column name, decimals."""
+
+
 def flat_row(r: dict) -> dict:
     """A result as one flat row: the scalar columns (``validation_accuracy`` NaN when not tuned), the tuned
     setting as ``tuned`` (``lr=0.001 beta=0.9``; empty when not tuned) and ``prune_<percent>`` accuracies."""
     row = {k: r.get(k, math.nan) for k in COLUMNS}
     row["tuned"] = " ".join(f"{k}={v:g}" for k, v in r.get("tuned", {}).items())
+    eff = r.get("efficiency") or {}
+    for key, _, _ in EFFICIENCY:
+        row[f"nb_{key}"] = eff.get(key, math.nan)
+    row["nb_source"] = eff.get("source", "")
     row.update({f"prune_{_pct(f)}": a for f, a in sorted(r["pruning"].items())})
     return row
 
@@ -165,6 +180,7 @@ def markdown(results: list[dict], meta: dict | None = None) -> str:
             _mean_std([r["pruning"].get(0.9, math.nan) for r in rs], 4),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += efficiency_section(results)
     if tuned:
         lines += tuning_section(results)
     lines += [
@@ -181,6 +197,35 @@ def markdown(results: list[dict], meta: dict | None = None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def efficiency_section(results: list[dict]) -> list[str]:
+    """NeuroBench's efficiency metrics per method (mean ± std over seeds) and where they came from."""
+    rows = [r for r in results if r.get("efficiency")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Efficiency (NeuroBench's metrics on the test set, per sample; mean ± std over seeds)",
+        "",
+    ]
+    head = ["method", *[name for _, name, _ in EFFICIENCY], "source"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, rs in _by_method(rows).items():
+        cells = [method]
+        for key, _, digits in EFFICIENCY:
+            cells.append(_mean_std([float(r["efficiency"][key]) for r in rs], digits))
+        cells.append("; ".join(sorted({r["efficiency"]["source"] for r in rs})))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "- act. sparsity: 1 − non-zero outputs / all outputs of the neuron (activation) layers, over steps and "
+        "samples; eff. ACs / MACs: synaptic operations with a non-zero input and a non-zero weight, as "
+        "accumulates (spike inputs) or multiply-accumulates (real-valued inputs, e.g. the first layer's "
+        "pixels); dense ops: all of them; conn. sparsity: zero weights / all weights; footprint: bytes of "
+        "parameters and buffers",
+    ]
+    return lines
 
 
 def tuning_section(results: list[dict]) -> list[str]:

@@ -6,7 +6,9 @@ encoder, batches and initial weights for a given seed), evaluates every model wi
 
 - ``results.md`` and ``results.csv``: one row per method × seed (the setting it ran with, validation accuracy
   when tuned, final test accuracy, time per epoch, peak memory, mean spike rate, share of weights whose sign
-  changed, accuracy under magnitude pruning) and, in the Markdown, a mean ± std summary per method and the
+  changed, NeuroBench's efficiency metrics on the test set (:func:`~lfp_snn.experiments.efficiency.
+  efficiency_report`: through the neurobench package where it runs the model, else by their definition,
+  with the source named), accuracy under magnitude pruning) and, in the Markdown, a mean ± std summary per method and the
   tuning trials;
 - ``epochs.csv``: test accuracy, time and training spike rate per epoch; ``results.json``: everything;
 - ``accuracy.png``, ``time.png``, ``pruning.png``, ``summary.png``;
@@ -37,6 +39,7 @@ import torch
 
 from ...models import ModelConfig, is_spiking_arch
 from ...training import TrainConfig, Trainer, check_methods, clip_updates, sign_changed
+from ..efficiency import efficiency_report
 from ..memory import tensor_peak_mib
 from ..metrics import PRUNE_FRACTIONS, evaluate, lif_sizes, pruning_curve, train_rate
 from .report import REPORT_FILES, write_report
@@ -80,6 +83,7 @@ def run_one(
     final = evaluate(model, test, trainer.encoder, spiking, train_config.eval_batch_size, seed)
     curve = pruning_curve(model, test, trainer.encoder, spiking, prune, train_config.eval_batch_size, seed)
     sizes = lif_sizes(model, test, trainer.encoder)
+    eff = efficiency_report(model, test, trainer.encoder, spiking, train_config.eval_batch_size, seed)
     epochs = [
         {
             "epoch": r["epoch"],
@@ -105,6 +109,7 @@ def run_one(
         "spike_rate": final["spike_rate"],
         "sign_changed": sign_changed(model, initial),
         "pruning": {float(f): a for f, a in curve.items()},
+        "efficiency": eff,
         "epochs": epochs,
     }
 
