@@ -368,6 +368,30 @@ def test_unsupported_models_are_refused(model, match):
         _trainer(model)
 
 
+@pytest.mark.parametrize(
+    "arch, shape, match",
+    [
+        ("spiking-lenet", (1, 8, 8), None),
+        ("deeper-snn", (1, 28, 28), None),
+        ("vgg-snn", (3, 32, 32), r"\(BatchNorm2d\) is not supported by R-STDP"),
+        ("resnet-snn", (3, 32, 32), r"ResNetSNN is not one \(residual"),
+    ],
+)
+def test_reference_architectures(arch, shape, match):
+    mc = ModelConfig(arch=arch, input_shape=shape)
+    if match is not None:
+        with pytest.raises(ValueError, match=match):
+            Trainer(mc, TrainConfig(method="rstdp", progress=False))
+        return
+    tr = Trainer(mc, TrainConfig(method="rstdp", steps=3, progress=False))
+    if arch == "spiking-lenet":  # one step of the conv net: every weight gets an update, every bias zero
+        out = tr.step_fn(torch.rand(3, 4, *shape), torch.tensor([0, 1, 2, 3]))
+        assert out.output.shape == (3, 4, 10)
+        for n, p in tr.model.named_parameters():
+            assert p.grad is not None and p.grad.shape == p.shape
+            assert (p.grad == 0).all() if n.endswith("bias") else torch.isfinite(p.grad).all()
+
+
 def test_ann_arch_is_refused():
     with pytest.raises(ValueError, match="method 'rstdp' trains spiking models; arch 'mlp' is an ANN"):
         Trainer(ModelConfig(arch="mlp"), TrainConfig(method="rstdp", progress=False))
