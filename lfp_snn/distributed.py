@@ -13,7 +13,8 @@ optimiser step:
   the one a single process computes on the whole batch, up to float summation order;
 - gradient methods (``gradient``, ``bptt-snntorch``, ``bptt-norse``) minimise a *mean* loss, so each rank's
   gradient is weighted by its shard's share of the batch before the SUM; R-STDP's update (``rstdp``) is a
-  mean over the samples too and is reduced the same way.
+  mean over the samples too and is reduced the same way (its hidden-layer reward is centred on each rank's
+  shard, so the result differs slightly from the single-process update).
 
 All ranks then apply the same reduced update with the same optimiser state, so their weights stay identical.
 Outputs (for the training accuracy), objectives and spike counts are gathered too, so the metrics are those of
