@@ -12,7 +12,9 @@ optimiser step:
 - LFP feedback is a *sum* over samples, so the shards' feedback is summed (all-reduce SUM): the update equals
   the one a single process computes on the whole batch, up to float summation order;
 - gradient methods (``gradient``, ``bptt-snntorch``, ``bptt-norse``) minimise a *mean* loss, so each rank's
-  gradient is weighted by its shard's share of the batch before the SUM.
+  gradient is weighted by its shard's share of the batch before the SUM; R-STDP's update (``rstdp``) is a
+  mean over the samples too and is reduced the same way (its hidden-layer reward is centred on each rank's
+  shard, so the result differs slightly from the single-process update).
 
 All ranks then apply the same reduced update with the same optimiser state, so their weights stay identical.
 Outputs (for the training accuracy), objectives and spike counts are gathered too, so the metrics are those of
@@ -41,7 +43,13 @@ from torch import Tensor
 from .training import StepOutput, Trainer, predictions
 
 # how a method's update depends on the batch: "sum" over samples (LFP feedback) or "mean" (a mean loss)
-REDUCTIONS = {"lfp": "sum", "gradient": "mean", "bptt-snntorch": "mean", "bptt-norse": "mean"}
+REDUCTIONS = {
+    "lfp": "sum",
+    "gradient": "mean",
+    "bptt-snntorch": "mean",
+    "bptt-norse": "mean",
+    "rstdp": "mean",
+}
 
 
 def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:

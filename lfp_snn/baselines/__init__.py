@@ -24,6 +24,9 @@ updates them and evaluation runs through lfp-snn's engine (:func:`lfp_snn.run`) 
 The loss is cross-entropy on the output spike counts Σ_t S_t (snntorch's ``ce_count_loss``).
 
 snntorch and norse are imported only when a baseline is built; without them the error says what to install.
+
+A third baseline needs no library and no gradient: ``rstdp`` (:mod:`.rstdp`), reward-modulated STDP, a local
+three-factor rule that writes ``p.grad = −ΔW`` on the model's own weights.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def add_command(subparsers, help_text: str) -> None:
         nargs="+",
         default=list(DEFAULT_METHODS),
         help=f"methods to compare (default: {' '.join(DEFAULT_METHODS)}); lfp-<composite> or a registered "
-        "method such as bptt-snntorch, bptt-norse",
+        "method such as bptt-snntorch, bptt-norse, rstdp",
     )
     p.add_argument(
         "--seeds",

@@ -26,7 +26,7 @@ from ..rules import ACTIVITIES, presets
 from ..training import TrainConfig, known_methods, resolve_method
 from ..training.config import METRICS_FORMATS
 from ..training.config import unused_fields as unused_train_fields
-from ..training.methods import PRECISIONS, REWARD_NORMS
+from ..training.methods import PRECISIONS, REWARD_NORMS, trained_by
 from ..training.recipes import RECIPES, recipe_fields
 from ..training.recipes import describe as describe_recipe
 from ..training.schedules import NOISE_SCHEDULES, SCHEDULES
@@ -215,7 +215,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--method",
         default=None,
         help=f"lfp-<rule or composite> ({', '.join(known_methods())}); gradient is ANN backprop, bptt-* the "
-        f"surrogate-gradient baselines {_d('method')}",
+        f"surrogate-gradient baselines, rstdp the gradient-free reward-modulated STDP {_d('method')}",
     )
     g.add_argument("--rule", default=None, help="LFP rule/composite, the same as --method lfp-<rule>")
     g.add_argument(
@@ -399,7 +399,9 @@ def method_and_rule(a: argparse.Namespace) -> tuple[str, str]:
     if a.rule is None:
         return method, rule
     if method != "lfp":
-        raise ValueError(f"--rule does not apply: it is the rule of LFP; --method {name} trains by a loss")
+        raise ValueError(
+            f"--rule does not apply: it is the rule of LFP; --method {name} {trained_by(method)}"
+        )
     if name.startswith("lfp-") and name[4:] != a.rule:
         raise ValueError(f"--method {name} and --rule {a.rule} name two rules; give one of them")
     if a.rule not in presets():
@@ -414,7 +416,9 @@ def unused_options(model: ModelConfig, train: TrainConfig, temporal: bool = Fals
     out = {**unused_model_fields(model), **unused_train_fields(train, model, temporal)}
     if train.method != "lfp":
         for dest in ("micro_batch", "recompute", "time_chunk", "input_noise", *_MEMBRANE):
-            out.setdefault(dest, f"it is an option of LFP; method {train.method!r} trains by a loss")
+            out.setdefault(
+                dest, f"it is an option of LFP; method {train.method!r} {trained_by(train.method)}"
+            )
     spiking = is_spiking_arch(model.arch)
     if not spiking:
         for dest in (*_MEMBRANE, *_HOMEOSTASIS):

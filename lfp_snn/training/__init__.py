@@ -1,9 +1,9 @@
-"""Training: LFP steps (feedback -> ``p.grad = -F`` -> any torch optimiser), the gradient baseline for ANNs and
-the surrogate-gradient baselines for SNNs, behind one :class:`Trainer`.
+"""Training: LFP steps (feedback -> ``p.grad = -F`` -> any torch optimiser), the gradient baseline for ANNs,
+the surrogate-gradient baselines and the gradient-free R-STDP baseline for SNNs, behind one :class:`Trainer`.
 
 - :mod:`.config`: :class:`TrainConfig`, every option of a run and its default;
 - :mod:`.methods`: :data:`METHODS`, the table of training methods (``lfp``, ``gradient``, ``bptt-snntorch``,
-  ``bptt-norse``), and the command line's method names (``lfp-<rule>``);
+  ``bptt-norse``, ``rstdp``), and the command line's method names (``lfp-<rule>``);
 - :mod:`.trainer`: :class:`Trainer`, the loop, metrics and checkpoints;
 - :mod:`.step`: :class:`StepOutput`, what one step returns, and :func:`predictions`;
 - :mod:`.updates`: the optimiser and update clipping; :mod:`.schedules`: learning-rate and noise schedules.

@@ -14,7 +14,7 @@ from ..homeostasis import MODES as HOMEOSTASIS_MODES
 from ..homeostasis import Homeostasis
 from ..models import ARCHS, ModelConfig, is_spiking_arch
 from ..rules import ACTIVITIES, MembraneShare, get_composite
-from .methods import METHODS, PRECISIONS, REWARD_NORMS
+from .methods import METHODS, PRECISIONS, REWARD_NORMS, check_extra, trained_by
 from .schedules import NOISE_SCHEDULES, SCHEDULES
 from .updates import CLIPS, OPTIMIZERS
 
@@ -25,7 +25,7 @@ METRICS_FORMATS = ("jsonl", "csv")
 class TrainConfig:
     """Everything a run needs besides the model and the data; a run is reproducible from it."""
 
-    method: str = "lfp"  # lfp | gradient | bptt-snntorch | bptt-norse (lfp_snn.training.METHODS)
+    method: str = "lfp"  # lfp | gradient | bptt-snntorch | bptt-norse | rstdp (lfp_snn.training.METHODS)
     rule: str = "epsilon"  # LFP rule or composite preset
     reward: str = "auto"  # auto: sequence reward for SNNs, sigmoid reward (Eq. 7) for ANNs
     optimizer: str = "adam"
@@ -173,13 +173,15 @@ class TrainConfig:
             raise ValueError(f"membrane_share is an option of LFP-ε; method {self.method!r} does not use it")
         if self.homeostasis > 0:
             self.homeostasis_rule()  # checks its ranges
-            if self.homeostasis_mode == "threshold" and self.method != "lfp":
+            # R-STDP runs the model's own LIF layers, so their thresholds are the ones homeostasis moves
+            if self.homeostasis_mode == "threshold" and self.method not in ("lfp", "rstdp"):
                 raise ValueError(
                     f"homeostasis_mode 'threshold' changes lfp-snn's LIF thresholds, which method "
                     f"{self.method!r} copies once into its own neurons; use homeostasis_mode 'bias'"
                 )
         if self.method == "lfp":
             get_composite(self.rule, self.eps)  # an unknown rule: ValueError listing the presets
+        check_extra(self.method, self.extra)  # another method's extra key; R-STDP's values
         _refuse_unused(self, unused_fields(self))
 
     def _check_types(self) -> None:
@@ -221,7 +223,7 @@ def unused_fields(
     to that architecture (``temporal``: to event data, which arrive as frames) -> why."""
     out: dict[str, str] = {}
     if train.method != "lfp":
-        why = f"it is an option of LFP; method {train.method!r} trains by a loss"
+        why = f"it is an option of LFP; method {train.method!r} {trained_by(train.method)}"
         for name in LFP_FIELDS:
             out[name] = why
     if train.optimizer != "sgd":

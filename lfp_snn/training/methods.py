@@ -6,8 +6,12 @@ included; the surrogate-gradient baselines' libraries (snntorch, norse) are impo
 built. Users add a method by adding a factory to the table.
 
 On the command line a method is named ``lfp-<rule>`` (LFP with a rule or composite preset, e.g.
-``lfp-zplus-zminus``), ``gradient`` or a baseline (``bptt-snntorch``, ``bptt-norse``):
-:func:`resolve_method` turns such a name into ``(method, rule)``.
+``lfp-zplus-zminus``), ``gradient`` or a baseline (``bptt-snntorch``, ``bptt-norse``, and ``rstdp``, the
+gradient-free reward-modulated STDP of :mod:`lfp_snn.baselines.rstdp`): :func:`resolve_method` turns such a
+name into ``(method, rule)``.
+
+Method options live in ``TrainConfig.extra`` (:data:`EXTRA_OPTIONS` names the keys this module knows and the
+method each belongs to); a known key given to another method is an error (:func:`check_extra`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,41 @@ REWARD_NORMS = {"none": None, "maxabs": "maxabs"}
 
 LIBRARIES = {"bptt-snntorch": "snntorch", "bptt-norse": "norse"}
 """The package each baseline method needs."""
+
+EXTRA_OPTIONS = {
+    "surrogate_slope": "bptt-snntorch",
+    "norse_slope": "bptt-norse",
+    "stdp_decay": "rstdp",
+    "stdp_a_plus": "rstdp",
+    "stdp_a_minus": "rstdp",
+    "rstdp_target": "rstdp",
+    "rstdp_baseline": "rstdp",
+}
+"""The ``TrainConfig.extra`` keys of the methods here -> the method that reads each."""
+
+TRAINED_BY = {"rstdp": "a local rule (reward-modulated STDP)"}
+"""How a method other than LFP trains, for messages about options it does not use (default: a loss)."""
+
+
+def trained_by(method: str) -> str:
+    """``"trains by a loss"`` or, for a method in :data:`TRAINED_BY`, what it trains by instead."""
+    return f"trains by {TRAINED_BY.get(method, 'a loss')}"
+
+
+def check_extra(method: str, extra: dict) -> None:
+    """ValueError naming the first key of ``extra`` that :data:`EXTRA_OPTIONS` assigns to another method
+    than ``method`` (such a key would otherwise be silently ignored), and for ``rstdp`` its values' checks."""
+    for key in extra:
+        owner = EXTRA_OPTIONS.get(key)
+        if owner is not None and owner != method:
+            raise ValueError(
+                f"extra[{key!r}]={extra[key]!r} does not apply: it is an option of method {owner!r}; method "
+                f"{method!r} does not use it"
+            )
+    if method == "rstdp":
+        from ..baselines.rstdp import rstdp_options
+
+        rstdp_options(extra)
 
 
 def feedback_plan(cfg, input_noise: float = 0.0) -> FeedbackPlan:
@@ -76,7 +115,7 @@ def gradient_method(trainer: Trainer) -> Step:
     if trainer.spiking:
         raise ValueError(
             "method 'gradient' trains ANNs; for spiking models use a surrogate-gradient baseline "
-            "(bptt-snntorch, bptt-norse) or LFP"
+            "(bptt-snntorch, bptt-norse), the gradient-free rstdp, or LFP"
         )
     loss_fn = nn.CrossEntropyLoss()
 
@@ -145,11 +184,29 @@ def norse_method(trainer: Trainer) -> Step:
     return bptt_method(trainer, net.to(trainer.device), ce_count_loss)
 
 
+def rstdp_method(trainer: Trainer) -> Step:
+    """Reward-modulated STDP (:mod:`lfp_snn.baselines.rstdp`): one forward pass through the model's own
+    layers, the three-factor rule per layer, ``p.grad = −ΔW`` (biases: zero); options ``stdp_decay``,
+    ``stdp_a_plus``, ``stdp_a_minus``, ``rstdp_target``, ``rstdp_baseline`` in ``TrainConfig.extra``."""
+    _require_spiking(trainer, "rstdp")
+    from ..baselines.rstdp import RSTDP, rstdp_options
+
+    learner = RSTDP(trainer.model, rstdp_options(trainer.config.extra))
+
+    def step(x: Tensor, y: Tensor) -> StepOutput:
+        trace, r = learner.step(x, y)
+        return StepOutput(trace.output, float(r.mean()), trace.spike_counts)
+
+    step.learner = learner  # type: ignore[attr-defined]  # for inspection and tests
+    return step
+
+
 METHODS: dict[str, Callable[[Trainer], Step]] = {
     "lfp": lfp_method,
     "gradient": gradient_method,
     "bptt-snntorch": snntorch_method,
     "bptt-norse": norse_method,
+    "rstdp": rstdp_method,
 }
 """Method name -> step factory; ``TrainConfig.method`` is one of these names."""
 
