@@ -318,3 +318,106 @@ def test_snntorch_zero_reset_of_synaptic_and_rleaky_is_refused(neuron):
     model = lfp_snn.SpikingSequential(nn.Linear(4, 3), neuron(), nn.Linear(3, 2), lfp_snn.LIF())
     with pytest.raises(ValueError, match=r"resets to zero by removing the whole new membrane"):
         SnnTorchNetwork(model)
+
+
+# ------------------------------------------------------------------------------------------------------
+# graphs that are not a chain: residual merges and BatchNorm, run layer by layer over all T
+# ------------------------------------------------------------------------------------------------------
+
+
+class _Residual(nn.Module):
+    """fc1 → LIF → (fc2 → LIF) merged with itself by max and by sum → fc3 → LIF."""
+
+    def __init__(self, reset="subtract", delay=True):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        self.lif1, self.lif2, self.lif3 = (lfp_snn.LIF(b, 1.0, reset, delay) for b in (0.9, 0.8, 0.7))
+
+    def forward(self, x):
+        a = self.lif1(self.fc1(x))
+        b = self.lif2(self.fc2(a))
+        return self.lif3(self.fc3(torch.max(a, b) + 0.5 * a))
+
+
+def _residual(reset="subtract", delay=True):
+    torch.manual_seed(4)
+    m = _Residual(reset, delay)  # float32: snntorch's spikes are float32 whatever the model's dtype
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(2.5)
+    return m
+
+
+def _step_reference(m, x, slope):
+    """The same network written as a loop over t with snntorch cells, as the tutorials write it."""
+    from lfp_snn.baselines.snntorch_bptt import make_step
+
+    cells = [make_step(lif, slope) for lif in (m.lif1, m.lif2, m.lif3)]
+    states = [c.init_state() for c in cells]
+    out = []
+    for t in range(x.shape[0]):
+        a, states[0] = cells[0](m.fc1(x[t]), states[0])
+        b, states[1] = cells[1](m.fc2(a), states[1])
+        y, states[2] = cells[2](m.fc3(torch.max(a, b) + 0.5 * a), states[2])
+        out.append(y)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("reset, delay", [("subtract", True), ("zero", False)])
+def test_layerwise_network_is_bptt_of_the_step_loop(reset, delay):
+    """On a residual graph the layer-wise network gives the step loop's spikes and, through the surrogate,
+    its gradients (to float32 rounding: the same operations, summed in another order), and its spikes are
+    lfp-snn's engine's."""
+    from lfp_snn.baselines.graph import LayerwiseNetwork
+    from lfp_snn.baselines.snntorch_bptt import snntorch_network
+
+    m = _residual(reset, delay)
+    x = torch.bernoulli(torch.full((7, 4, 6), 0.5), generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 1])
+    net = snntorch_network(m, slope=25.0)
+    assert isinstance(net, LayerwiseNetwork) and net.library == "snntorch"
+    out = net(x)
+    assert torch.equal(out.detach(), lfp_snn.run(m, x)) and 0 < float(out.detach().mean()) < 1
+    loss = baselines.ce_count_loss(out, y)
+    got = torch.autograd.grad(loss, list(m.parameters()))
+    ref = _step_reference(m, x, 25.0)
+    assert torch.equal(ref, out)
+    want = torch.autograd.grad(baselines.ce_count_loss(ref, y), list(m.parameters()))
+    assert any(float(g.abs().max()) > 0 for g in want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
+    assert set(net.spike_counts) == {"lif1", "lif2", "lif3"}
+
+
+def test_layerwise_networks_train_the_deep_models():
+    """resnet-snn (max merge) and vgg-snn (BatchNorm, normalised over T·B as lfp-snn does) train with both
+    BPTT baselines; in eval mode their spikes are lfp-snn's engine's."""
+    from lfp_snn.baselines.graph import is_chain
+
+    g = torch.Generator().manual_seed(0)
+    x, yb = torch.rand(8, 1, 28, 28, generator=g), torch.arange(8) % 10
+    for arch in ("resnet-snn", "vgg-snn"):
+        mc = ModelConfig(arch=arch, input_shape=(1, 28, 28), weight_scale=3.0)
+        for method in ("bptt-snntorch", "bptt-norse"):
+            tr = Trainer(mc, TrainConfig(method=method, steps=4, epochs=1, progress=False))
+            assert not is_chain(tr.model)
+            before = [p.detach().clone() for p in tr.model.parameters()]
+            xs = tr.encode(x, False)
+            out = tr.step_fn(xs, yb)
+            tr.optimizer.step()
+            assert any(not torch.equal(b, p) for b, p in zip(before, tr.model.parameters())), (arch, method)
+            tr.model.eval()
+            net = tr.step_fn.network
+            with torch.no_grad():
+                assert torch.equal(net(xs), lfp_snn.run(tr.model, xs)), (arch, method)
+            assert out.output.shape == (4, 8, 10)
+
+
+def test_layerwise_network_refuses_what_it_cannot_run():
+    from lfp_snn.baselines.graph import LayerwiseNetwork
+
+    m = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), lfp_snn.LIF(0.9))
+    with pytest.raises((ValueError, TypeError), match="LayerNorm"):
+        LayerwiseNetwork(m, lambda lif: lif)
+    with pytest.raises(ValueError, match="spiking models"):
+        LayerwiseNetwork(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), lambda lif: lif)

@@ -18,8 +18,10 @@ networks here and wrap them in a training step):
 Options (``TrainConfig.extra``): ``surrogate_slope`` (snntorch's k, default 25) and ``norse_slope`` (the k of
 norse's surrogate in lfp-snn's membrane units, default 1).
 
-Both build a step-by-step network around the lfp-snn model's own ``Linear``/``Conv``/pooling modules, so the
-parameters are *shared*: the :class:`~lfp_snn.training.Trainer`'s optimiser (built on ``trainer.model``)
+Both build a step-by-step network around the lfp-snn model's own ``Linear``/``Conv``/pooling modules (for a
+model that is not a chain of layers, a residual graph or one with BatchNorm, the layer-wise form of
+:mod:`.graph`: the model's own graph on all steps at once, the library's neuron cells stepped through time,
+the same BPTT), so the parameters are *shared*: the :class:`~lfp_snn.training.Trainer`'s optimiser (built on ``trainer.model``)
 updates them and evaluation runs through lfp-snn's engine (:func:`lfp_snn.run`) on the very same weights.
 The loss is cross-entropy on the output spike counts Σ_t S_t (snntorch's ``ce_count_loss``).
 

@@ -128,3 +128,15 @@ class NorseNetwork(StepNetwork):
 
     def forward(self, x: Tensor) -> Tensor:
         return self._unroll(x, [None] * sum(self.neuron))
+
+
+def norse_network(model: nn.Module, slope: float = NORSE_SLOPE) -> nn.Module:
+    """The norse network for ``model``: :class:`NorseNetwork` for a chain of layers, the layer-wise form
+    (:class:`~lfp_snn.baselines.graph.LayerwiseNetwork`) for residual graphs and BatchNorm."""
+    from .graph import LayerwiseNetwork, is_chain
+
+    if is_chain(model):
+        return NorseNetwork(model, slope=slope)
+    net = LayerwiseNetwork(model, lambda lif: NorseLIF(lif, slope))
+    net.library, net.slope = "norse", slope
+    return net

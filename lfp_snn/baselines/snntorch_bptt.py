@@ -219,6 +219,19 @@ class SnnTorchNetwork(StepNetwork):
         )
 
 
+def snntorch_network(model: nn.Module, slope: float = DEFAULT_SLOPE) -> nn.Module:
+    """The snntorch network for ``model``: the tutorials' step-by-step loop (:class:`SnnTorchNetwork`) for a
+    chain of layers, the layer-wise form (:class:`~lfp_snn.baselines.graph.LayerwiseNetwork`: the same
+    BPTT) for residual graphs and BatchNorm."""
+    from .graph import LayerwiseNetwork, is_chain
+
+    if is_chain(model, NEURONS):
+        return SnnTorchNetwork(model, slope=slope)
+    net = LayerwiseNetwork(model, lambda m: make_step(m, slope), NEURONS)
+    net.library, net.slope = "snntorch", slope
+    return net
+
+
 def snntorch_loss():
     """``snntorch.functional.ce_count_loss()``: cross-entropy on the output spike counts."""
     sf = require("snntorch.functional", "bptt-snntorch")

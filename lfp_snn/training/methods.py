@@ -166,10 +166,10 @@ def snntorch_method(trainer: Trainer) -> Step:
     surrogate, loss ``ce_count_loss``."""
     _require_spiking(trainer, "bptt-snntorch")
     from ..baselines import DEFAULT_SLOPE
-    from ..baselines.snntorch_bptt import SnnTorchNetwork, snntorch_loss
+    from ..baselines.snntorch_bptt import snntorch_loss, snntorch_network
 
     slope = surrogate_slope(trainer, "surrogate_slope", DEFAULT_SLOPE)
-    net = SnnTorchNetwork(trainer.model, slope=slope).to(trainer.device)
+    net = snntorch_network(trainer.model, slope=slope).to(trainer.device)
     return bptt_method(trainer, net, snntorch_loss())
 
 
@@ -178,9 +178,9 @@ def norse_method(trainer: Trainer) -> Step:
     on the spike counts."""
     _require_spiking(trainer, "bptt-norse")
     from ..baselines import ce_count_loss
-    from ..baselines.norse_bptt import NORSE_SLOPE, NorseNetwork
+    from ..baselines.norse_bptt import NORSE_SLOPE, norse_network
 
-    net = NorseNetwork(trainer.model, slope=surrogate_slope(trainer, "norse_slope", NORSE_SLOPE))
+    net = norse_network(trainer.model, slope=surrogate_slope(trainer, "norse_slope", NORSE_SLOPE))
     return bptt_method(trainer, net.to(trainer.device), ce_count_loss)
 
 
