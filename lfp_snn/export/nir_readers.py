@@ -50,7 +50,9 @@ def reader_version(target: str) -> str | None:
 
 def _need(module: str, target: str):
     try:
-        return importlib.import_module(module)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return importlib.import_module(module)
     except Exception as e:  # an import error, or a package that fails on import (wrong torch, ...)
         raise ReaderUnavailable(f"target {target!r} needs {module} ({type(e).__name__}: {e})") from None
 
@@ -79,7 +81,14 @@ def _spiking_layers(graph) -> int:
 
 def run_in_reader(target: str, graph, x: torch.Tensor, *, settings: str = "exact") -> torch.Tensor:
     """The output of ``graph`` (a ``nir.NIRGraph`` or a file) run by ``target``'s reader on ``x`` [T, B, ...],
-    time-first [T, B, ...] like lfp-snn's (spyx's: realigned, see :func:`cross_check`)."""
+    time-first [T, B, ...] like lfp-snn's (spyx's: realigned, see :func:`cross_check`). The readers'
+    deprecation warnings (nirtorch's, torch.jit's) are silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _run(target, graph, x, settings)
+
+
+def _run(target: str, graph, x: torch.Tensor, settings: str) -> torch.Tensor:
     import nir
 
     spec = get_target(target)
@@ -105,9 +114,7 @@ def run_in_reader(target: str, graph, x: torch.Tensor, *, settings: str = "exact
     if name == "norse":
         nt = _need("norse.torch", name)
         logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            net = nt.from_nir(graph, dt=dt)
+        net = nt.from_nir(graph, dt=dt)
         if settings == "exact":
             return _stepwise(net.double(), x.double(), with_state=True)
         return _stepwise(net, x.float(), with_state=True)
@@ -119,7 +126,7 @@ def run_in_reader(target: str, graph, x: torch.Tensor, *, settings: str = "exact
             [x.float(), x.new_zeros(lag, *x.shape[1:]).float()]
         )  # spyx fires a step late per layer
         _, out = spyx_nir.from_nir(graph, jnp.asarray(padded.numpy()), dt=dt)
-        return torch.from_numpy(np.asarray(out)).to(x.dtype)[lag:]
+        return torch.from_numpy(np.array(out)).to(x.dtype)[lag:]
     if name == "sinabs":
         sinabs = _need("sinabs", name)
         act = _need("sinabs.activation", name)
