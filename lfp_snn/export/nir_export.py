@@ -36,8 +36,19 @@ What NIR cannot say, and what we do about it:
   NIR's IF as written (snntorch's importer maps IF to a leaky, subtract-reset neuron with β = 0.9 and gets
   it wrong). Both nodes carry ``substitute = "MaxPool2d"`` so :func:`import_nir` restores the MaxPool2d.
 
-Graph metadata: ``producer``, ``format``, ``dt``, ``integration = "forward-euler"``, ``time_first``, the
-model's input shape, and a one-line statement of the mapping.
+Graph metadata: ``producer``, ``format``, ``target``, ``dt``, ``integration`` (``"forward-euler"`` or
+``"exponential"``), ``r`` (what the r fields mean), ``time_first``, the graph's input shape, ``flatten_input``
+and a one-line statement of the mapping.
+
+The batch axis: NIR's shapes leave it out. A dense model is written from its first Linear on (Input ``[n_in]``,
+no Flatten node; ``flatten_input`` records the model's Flatten, which :func:`import_nir` restores), so the
+export of a checkpoint folder and of the module give the same graph; a conv model's Flatten has its axes
+counted from the end, which readers that keep a batch axis (snntorch, norse) hand to ``torch.nn.Flatten``
+correctly. ``input_shape`` is checked against the first layer.
+
+Target presets (``target=``, :mod:`lfp_snn.export.nir_targets`): what one reader needs (its dt, ``fold_r``,
+an exponential τ mapping exact for its float32 ``exp``, node types and fields), with a warning where that
+reader cannot run the trained neuron exactly and an error where it cannot load the graph.
 """
 
 from __future__ import annotations
