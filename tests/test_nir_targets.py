@@ -81,6 +81,7 @@ def trained(digits, tmp_path_factory):
 
     train, _ = digits
     cache: dict[str, nn.Module] = {}
+    folders: dict[str, Path] = {}
 
     def get(kind: str) -> nn.Module:
         if kind not in cache:
@@ -91,11 +92,18 @@ def trained(digits, tmp_path_factory):
                 torch.manual_seed(0)
                 tr = Trainer(ModelConfig(**base), tc, model=spec())
             else:
-                tr = Trainer(ModelConfig(**base, **spec), tc, out_dir=tmp_path_factory.mktemp(kind))
+                folders[kind] = tmp_path_factory.mktemp(kind)
+                tr = Trainer(ModelConfig(**base, **spec), tc, out_dir=folders[kind])
             tr.fit(train)
             cache[kind] = tr.model.eval()
         return cache[kind]
 
+    def folder(kind: str) -> Path:
+        """The checkpoint folder of a ModelConfig kind (as `lfp-snn train --out` writes it)."""
+        get(kind)
+        return folders[kind]
+
+    get.folder = folder
     return get
 
 
@@ -366,3 +374,37 @@ def test_conv_graphs_run_batched_in_snntorch_and_norse():
     need("snntorch")
     r = cross_check(m, "snntorch", x, input_shape=(1, 8, 8))
     assert r["spikes"] > 0 and r["mismatches"] == 0
+
+
+@pytest.mark.slow
+def test_cli_exports_for_a_target_and_cross_checks_in_its_reader(trained, tmp_path, capsys):
+    from lfp_snn.cli import main
+
+    need("norse")
+    need("snntorch")
+    zero = str(trained.folder("zero"))
+    argv = ["export", "nir", zero, "--out", str(tmp_path / "n.nir"), "--target", "norse", "--cross-check"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["target"] == "norse" and report["dt"] == 1e-3 and "from_nir" in report["read_with"]
+    assert report["round_trip_identical_spikes"] and report["cross_check_mismatches"] == 0
+    assert (
+        main(
+            ["export", "nir", zero, "--out", str(tmp_path / "s.nir"), "--target", "snntorch", "--dt", "1e-3"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "hard-codes dt = 0.0001" in err and len(err.splitlines()) == 1
+    # the default (subtract, delayed) neuron in snntorch: a warning naming the neuron to train, and mismatches
+    ref = str(trained.folder("reference"))
+    assert (
+        main(
+            ["export", "nir", ref, "--out", str(tmp_path / "r.nir"), "--target", "snntorch", "--cross-check"]
+        )
+        == 1
+    )
+    out = capsys.readouterr().out
+    assert "warning: [target snntorch]" in out and "train with reset='zero' (--reset zero)" in out
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["round_trip_identical_spikes"] and report["cross_check_mismatches"] > 0
