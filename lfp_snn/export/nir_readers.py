@@ -165,7 +165,9 @@ def cross_check(
     from .nir_export import export_nir, load_model
 
     spec = get_target(target)
-    model, _ = load_model(model)
+    model, cfg = load_model(model)
+    if cfg is not None and export_kw.get("input_shape") is None:
+        export_kw["input_shape"] = tuple(cfg["model"]["input_shape"])  # a checkpoint folder knows its shape
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.nir"
         with warnings.catch_warnings(record=True) as caught:
