@@ -23,7 +23,7 @@ from torch import nn
 
 nir = pytest.importorskip("nir", reason="the NIR export needs the nir package (the export extra)")
 
-from lfp_snn import LIF, CubaLIF, SpikingSequential  # noqa: E402
+from lfp_snn import LIF, CubaLIF, MultiSpikeLIF, SpikingSequential  # noqa: E402
 from lfp_snn.export import export_nir, import_nir, to_nir_graph  # noqa: E402
 from lfp_snn.export.nir_readers import PACKAGES, cross_check, installed  # noqa: E402
 from lfp_snn.export.nir_targets import TARGET_NAMES  # noqa: E402
@@ -71,6 +71,7 @@ MODELS = {
     # SpikingSequential models handed to the trainer
     "reference-no-bias": lambda: _dense(lambda: LIF(0.9, 1.0, "subtract", True), bias_after_first=False),
     "cuba": lambda: _dense(lambda: CubaLIF(0.5, 0.875, 1.0, "subtract", False)),
+    "multispike": lambda: _dense(lambda: MultiSpikeLIF(0.9, 1.0)),  # sinabs's and rockpool's own neuron
 }
 
 
@@ -186,6 +187,37 @@ def test_rockpool_runs_subtract_without_delay_exactly_with_one_spike_per_step(tr
     assert check(trained("cuba"), "rockpool", digits[1], settings="defaults")["mismatches"] > 0
     lif = check(trained("subtract-immediate"), "rockpool", digits[1])
     assert lif["mismatches"] == 0 and any("α ≈ 2^-24" in w for w in lif["warnings"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["sinabs", "rockpool"])
+def test_multispike_models_run_exactly_with_the_readers_defaults(trained, digits, target):
+    """MultiSpikeLIF is the neuron sinabs and rockpool run as they come (floor(v/θ) spikes, subtract reset):
+    zero mismatches without any setting changed, and no warning about spikes per step."""
+    need(target)
+    m = trained("multispike")
+    r = check(m, target, digits[1], settings="defaults")
+    assert r["mismatches"] == 0 and not any("spikes per step" in w for w in r["warnings"])
+    assert float(m(digits[1]).max()) >= 2  # it does fire twice in a step
+    other = check(m, "generic", digits[1])  # lfp-snn's own import restores the neuron from the metadata
+    assert other["mismatches"] == 0 and any("at most one spike per step" in w for w in other["warnings"])
+
+
+@pytest.mark.parametrize("target", ["sinabs", "rockpool"])
+def test_a_capped_multispike_layer_runs_with_the_cap_set_there(target):
+    need(target)
+    torch.manual_seed(3)
+    m = SpikingSequential(
+        nn.Linear(16, 12), MultiSpikeLIF(0.875, 1.0, 2), nn.Linear(12, 4), MultiSpikeLIF(0.875, 0.5, 2)
+    )
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(3.0)
+    x = (torch.rand(T, 8, 16, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    assert float(m[:2](x).max()) == 2.0
+    r = cross_check(m, target, x)  # the cap, set on the imported layers (MaxSpike / max_spikes_per_dt)
+    assert r["mismatches"] == 0 and any("caps its spikes at 2" in w for w in r["warnings"])
+    assert cross_check(m, target, x, settings="defaults")["mismatches"] > 0
 
 
 @pytest.mark.slow

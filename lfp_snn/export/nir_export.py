@@ -67,7 +67,7 @@ from torch import nn
 
 from ..engine import leaves
 from ..network import SpikingSequential
-from ..neurons import CubaLIF, RecurrentLIF
+from ..neurons import CubaLIF, MultiSpikeLIF, RecurrentLIF
 from ..neurons.lif import LIF
 from .fold import fold_batchnorm
 from .nir_targets import NIRTarget, check_layer, exp_tau, get_target, resolve_dt, rockpool_r
@@ -171,7 +171,7 @@ def _infer_input_shape(layers: list[tuple[str, nn.Module]]) -> tuple[int, ...]:
 
 
 def _out_shape(m: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if isinstance(m, (LIF, CubaLIF, RecurrentLIF, nn.Dropout, nn.Identity)):
+    if isinstance(m, (LIF, CubaLIF, RecurrentLIF, MultiSpikeLIF, nn.Dropout, nn.Identity)):
         return shape
     p = next(iter(m.parameters()), None)
     with torch.no_grad():
@@ -352,7 +352,14 @@ def _fold_into_previous(ctx: _Ctx, name: str, scale: np.ndarray) -> None:
 
 
 def _neuron_meta(ctx: _Ctx, m) -> dict:
-    return {"reset": m.reset, "reset_delay": bool(m.reset_delay), "dt": float(ctx.dt)}
+    meta = {"reset": m.reset, "reset_delay": bool(m.reset_delay), "dt": float(ctx.dt)}
+    if isinstance(
+        m, MultiSpikeLIF
+    ):  # several spikes per step (NIR's neurons emit one): lfp-snn's import reads it
+        meta["spikes"] = "multi"
+        if m.max_spikes is not None:
+            meta["max_spikes"] = int(m.max_spikes)
+    return meta
 
 
 def _ex_lif(ctx: _Ctx, name: str, m: LIF, in_shape, out_shape, kind: str | None = None):
@@ -494,6 +501,7 @@ EXPORTERS: dict[type, Callable] = {
     nn.AvgPool2d: _ex_avgpool,
     nn.MaxPool2d: _ex_maxpool,
     LIF: _ex_lif,
+    MultiSpikeLIF: _ex_lif,
     CubaLIF: _ex_cuba,
     RecurrentLIF: _ex_recurrent,
     nn.Dropout: _ex_skip,
@@ -502,6 +510,7 @@ EXPORTERS: dict[type, Callable] = {
 
 
 _SPATIAL = (nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d)
+_NEURONS = (LIF, CubaLIF, RecurrentLIF, MultiSpikeLIF)
 
 
 def _graph_input(layers, input_shape) -> tuple[tuple[int, ...], bool]:
@@ -552,7 +561,7 @@ def _check_xylo(layers, graph_in: tuple[int, ...]) -> None:
     """Xylo Audio 2's design rules (rockpool 3.1's mapper): ValueError naming the first rule the model breaks."""
     from .nir_targets import XYLO_MAX_DASH, XYLO_MAX_HIDDEN, XYLO_MAX_INPUTS, XYLO_MAX_OUTPUTS, bitshift_of
 
-    neurons = [(n, m) for n, m in layers if isinstance(m, (LIF, CubaLIF, RecurrentLIF))]
+    neurons = [(n, m) for n, m in layers if isinstance(m, _NEURONS)]
     sizes = []
     for n, m in layers:
         if isinstance(m, nn.Linear):
@@ -620,7 +629,7 @@ def to_nir_graph(
         raise ValueError(f"maxpool must be one of {MAXPOOL_MODES}, got {maxpool!r}")
     check_finite(model)
     layers = _flat_layers(model)
-    if not any(isinstance(m, (LIF, CubaLIF, RecurrentLIF)) for _, m in layers):
+    if not any(isinstance(m, _NEURONS) for _, m in layers):
         raise ValueError("the model has no LIF layer: NIR export is for spiking models")
     for name, m in layers:
         if type(m) not in EXPORTERS:
@@ -647,7 +656,7 @@ def to_nir_graph(
             counts[kind] = counts.get(kind, 0) + 1
             node.metadata = {**node.metadata, "torch_layer": name}
             ctx.nodes.append((node_name, node))
-        if isinstance(m, (LIF, CubaLIF, RecurrentLIF)):
+        if isinstance(m, _NEURONS):
             ctx.prev_kind = "spikes"
         elif not isinstance(m, (nn.Flatten, nn.Dropout, nn.MaxPool2d, nn.Identity)):
             ctx.prev_kind = None
@@ -878,6 +887,9 @@ def _lif_from(name: str, node, beta: np.ndarray, scale: np.ndarray) -> LIF:
             f"NIR node {name!r}: v_reset != 0 is not supported (lfp_snn's LIF resets to 0 or by θ)"
         )
     thr = np.asarray(node.v_threshold, dtype=np.float64) / scale
+    if meta.get("spikes") == "multi":
+        cap = meta.get("max_spikes")
+        return MultiSpikeLIF(_param(beta), _param(thr), None if cap is None else int(cap))
     reset = str(meta.get("reset", "zero"))
     delay = bool(meta.get("reset_delay", False))
     return LIF(_param(beta), _param(thr), reset, delay)
@@ -930,12 +942,15 @@ def _im_cuba(ctx, name, node):
 
 def _im_rockpool_cuba(ctx, name, node, alpha, beta):
     """A CubaLIF written for rockpool: its reader ignores r (it carries dt) and w_in, and the weights below were
-    divided by α (rockpool decays the input with the current): multiply them back. A LIF written this way
-    (metadata ``lif``, α ≈ 2^-24) comes back as the CubaLIF that rockpool runs."""
+    divided by α (rockpool decays the input with the current): multiply them back. A LIF (or multi-spike LIF)
+    written this way (metadata ``lif``, α ≈ 2^-24) comes back as that neuron, without the residue, its weights
+    within float rounding of the original."""
     if np.any(beta <= 0) or np.any(beta >= 1) or np.any(alpha <= 0) or np.any(alpha >= 1):
         raise ValueError(f"NIR node {name!r}: τ_syn and τ_mem give α or β outside (0, 1)")
     ctx.rows_times = alpha
     lif = _lif_from(name, node, beta, np.ones_like(beta))
+    if _meta(node).get("lif") or isinstance(lif, MultiSpikeLIF):
+        return [lif]  # a LIF written as a CubaLIF with α ≈ 2^-24: the LIF again, without that residue
     return [CubaLIF(_param(alpha), lif.beta.clone(), lif.threshold.clone(), lif.reset, lif.reset_delay)]
 
 

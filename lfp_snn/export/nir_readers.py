@@ -79,6 +79,16 @@ def _spiking_layers(graph) -> int:
     return sum(isinstance(n, (nir.LIF, nir.IF, nir.CubaLIF)) for n in graph.nodes.values())
 
 
+def _spikes(graph, module_name: str) -> tuple[bool, int | None]:
+    """(whether graph node ``module_name`` is a multi-spike neuron, its cap) from its metadata."""
+    node = graph.nodes.get(module_name.split(".")[-1])
+    meta = dict(getattr(node, "metadata", None) or {})
+    spikes = meta.get("spikes", "single")
+    spikes = spikes.decode() if isinstance(spikes, bytes) else str(spikes)
+    cap = meta.get("max_spikes")
+    return spikes == "multi", None if cap is None else int(cap)
+
+
 def run_in_reader(target: str, graph, x: torch.Tensor, *, settings: str = "exact") -> torch.Tensor:
     """The output of ``graph`` (a ``nir.NIRGraph`` or a file) run by ``target``'s reader on ``x`` [T, B, ...],
     time-first [T, B, ...] like lfp-snn's (spyx's: realigned, see :func:`cross_check`). The readers'
@@ -131,10 +141,14 @@ def _run(target: str, graph, x: torch.Tensor, settings: str) -> torch.Tensor:
         sinabs = _need("sinabs", name)
         act = _need("sinabs.activation", name)
         net = sinabs.from_nir(graph, batch_size=B)
-        if settings == "exact":
-            for m in net.modules():
+        if settings == "exact":  # one spike per step for a LIF, a cap for a capped MultiSpikeLIF
+            for node_name, m in net.named_modules():
                 if hasattr(m, "spike_fn"):
-                    m.spike_fn = act.SingleSpike
+                    multi, cap = _spikes(graph, node_name)
+                    if not multi:
+                        m.spike_fn = act.SingleSpike
+                    elif cap is not None:
+                        m.spike_fn = act.MaxSpike(cap)
         with torch.no_grad():
             out = _first(
                 net(x.float().transpose(0, 1).reshape(B * T, *shape))
@@ -143,10 +157,14 @@ def _run(target: str, graph, x: torch.Tensor, settings: str) -> torch.Tensor:
     # rockpool, xylo
     rp = _need("rockpool.nn.modules.torch.nir", name)
     net = rp.from_nir(graph)
-    if settings == "exact":
-        for m in net.modules():
+    if settings == "exact":  # one spike per step for a LIF, the cap of a capped MultiSpikeLIF
+        for node_name, m in net.named_modules():
             if hasattr(m, "max_spikes_per_dt"):
-                m.max_spikes_per_dt = torch.tensor(1.0)
+                multi, cap = _spikes(graph, node_name)
+                if not multi:
+                    m.max_spikes_per_dt = torch.tensor(1.0)
+                elif cap is not None:
+                    m.max_spikes_per_dt = torch.tensor(float(cap))
     with torch.no_grad():
         out = _first(net(x.float().transpose(0, 1)))  # rockpool: [B, T, N]
     return out.transpose(0, 1)

@@ -115,6 +115,7 @@ XYLO_MAX_INPUTS = 16
 XYLO_MAX_HIDDEN = 1000
 XYLO_MAX_OUTPUTS = 8
 XYLO_MAX_DASH = 15  # bit-shift decays: 1 - 2^-k, k = 1..15 (4-bit dash_mem / dash_syn)
+ROCKPOOL_MAX_SPIKES = 2**16  # LIFTorch's default max_spikes_per_dt
 
 
 def get_target(name: str) -> NIRTarget:
@@ -208,8 +209,24 @@ def check_layer(target: NIRTarget, name: str, kind: str, m, info: dict) -> list[
     spiking layer), ``bias_nonzero`` (the current into it has a bias), ``after_conv``."""
     reset, delay = m.reset, bool(m.reset_delay)
     zero = reset == "zero"  # with a zero reset the delayed and the immediate reset give the same spikes
+    multi = getattr(m, "max_spikes", False) is not False  # lfp_snn.neurons.MultiSpikeLIF
     out: list[tuple[str, str]] = []
     t = target.name
+    if multi and t not in ("sinabs", "rockpool", "xylo"):
+        where = "NIR's neurons" if t == "generic" else f"{t}'s neurons"
+        out.append(
+            (
+                "multi",
+                f"{where} emit at most one spike per step; MultiSpikeLIF {name!r} emits floor(v/θ) "
+                + (
+                    "(recorded in the node metadata, so lfp_snn.export.import_nir restores it). "
+                    if t == "generic"
+                    else "there. "
+                )
+                + "Exact alternative: the single-spike LIF (lfp_snn.LIF) with the reset that reader runs, or "
+                "target='sinabs' / 'rockpool', which run this neuron",
+            )
+        )
     if t == "generic":
         if not zero:
             out.append(
@@ -319,14 +336,24 @@ def check_layer(target: NIRTarget, name: str, kind: str, m, info: dict) -> list[
                 f"target 'sinabs': sinabs 3.1's from_nir has no {'CubaLIF' if kind == 'cuba' else 'recurrent'} "
                 f"mapping ({name!r}); use LIF layers"
             )
-        out.append(
-            (
-                "multispike",
-                "sinabs's layers emit floor(v/θ) spikes per step (MultiSpike) and fire at v = θ; lfp-snn's neuron "
-                "emits at most one, at v > θ. On the imported model set every layer's spike_fn = "
-                "sinabs.activation.SingleSpike: then reset='subtract', reset_delay=False runs exactly",
+        if not multi:
+            out.append(
+                (
+                    "multispike",
+                    "sinabs's layers emit floor(v/θ) spikes per step (MultiSpike) and fire at v = θ; the LIF emits "
+                    "at most one, at v > θ. Exact with sinabs's defaults: train lfp_snn.MultiSpikeLIF layers; or "
+                    "set every imported layer's spike_fn = sinabs.activation.SingleSpike, under which "
+                    "reset='subtract', reset_delay=False runs exactly",
+                )
             )
-        )
+        elif m.max_spikes is not None:
+            out.append(
+                (
+                    "maxspikes",
+                    f"MultiSpikeLIF {name!r} caps its spikes at {m.max_spikes} per step and sinabs's MultiSpike does "
+                    f"not: on the imported layers set spike_fn = sinabs.activation.MaxSpike({m.max_spikes})",
+                )
+            )
         if kind == "if":
             out.append(
                 (
@@ -350,14 +377,23 @@ def check_layer(target: NIRTarget, name: str, kind: str, m, info: dict) -> list[
             f"target {t!r}: the preset writes every neuron as a rockpool LIFTorch (nir.CubaLIF) with β < 1 and no "
             f"loop; {kind} {name!r} has {'β = 1' if kind == 'if' else 'a recurrent loop'}"
         )
-    out.append(
-        (
-            "multispike",
-            "rockpool's LIFTorch emits floor(v/θ) spikes per step (up to max_spikes_per_dt = 2^16) and fires at "
-            "v = θ; lfp-snn's neuron emits at most one, at v > θ. On the imported model set max_spikes_per_dt = 1 "
-            "on every LIFTorch",
+    if not multi:
+        out.append(
+            (
+                "multispike",
+                "rockpool's LIFTorch emits floor(v/θ) spikes per step (up to max_spikes_per_dt = 2^16) and fires at "
+                "v = θ; the LIF emits at most one, at v > θ. Exact with rockpool's defaults: train "
+                "lfp_snn.MultiSpikeLIF layers; or set max_spikes_per_dt = 1 on every imported LIFTorch",
+            )
         )
-    )
+    elif m.max_spikes is not None and m.max_spikes != ROCKPOOL_MAX_SPIKES:
+        out.append(
+            (
+                "maxspikes",
+                f"MultiSpikeLIF {name!r} caps its spikes at {m.max_spikes} per step, rockpool's LIFTorch at "
+                f"{ROCKPOOL_MAX_SPIKES}: set max_spikes_per_dt = {m.max_spikes} on the imported LIFTorch",
+            )
+        )
     if kind == "lif":
         out.append(
             (
