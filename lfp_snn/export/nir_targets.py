@@ -81,21 +81,22 @@ TARGETS: dict[str, NIRTarget] = {
         ),
         NIRTarget(
             "sinabs",
-            "sinabs.from_nir(nir.read(path), batch_size=B), then spike_fn = SingleSpike on its layers",
+            "sinabs.from_nir(nir.read(path), batch_size=B) (for a single-spike LIF: spike_fn = SingleSpike)",
             1.0,
             integration="exponential",
             drop_fields=("v_reset",),
-            exact="reset='subtract', reset_delay=False, LIF, with sinabs.activation.SingleSpike",
+            exact="lfp_snn.MultiSpikeLIF as sinabs comes; a LIF with reset='subtract', reset_delay=False "
+            "with sinabs.activation.SingleSpike",
         ),
         NIRTarget(
             "rockpool",
-            "rockpool.nn.modules.torch.nir.from_nir(nir.read(path)), then max_spikes_per_dt = 1 on its layers",
+            "rockpool.nn.modules.torch.nir.from_nir(nir.read(path)) (for a single-spike LIF: max_spikes_per_dt = 1)",
             1e-3,
             integration="exponential",
             neuron_node="cubalif",
             r_means="rockpool-dt",
-            exact="CubaLIF (every layer), reset='subtract', reset_delay=False, α a power of two, "
-            "with max_spikes_per_dt = 1",
+            exact="lfp_snn.MultiSpikeLIF as rockpool comes; LIF / CubaLIF (α a power of two) with "
+            "reset='subtract', reset_delay=False and max_spikes_per_dt = 1",
         ),
         NIRTarget(
             "xylo",
