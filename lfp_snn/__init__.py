@@ -18,7 +18,17 @@ from .engine import (
     write_gradients,
 )
 from .network import SpikingSequential
-from .neurons import LIF, AdaptiveLIF, CubaLIF, Heaviside, LIFParameters, LIFState, RecurrentLIF, lif_scan
+from .neurons import (
+    LIF,
+    AdaptiveLIF,
+    CubaLIF,
+    Heaviside,
+    LIFParameters,
+    LIFState,
+    MultiSpikeLIF,
+    RecurrentLIF,
+    lif_scan,
+)
 from .rewards import SequenceReward, correct_class_reward, sequence_reward, sigmoid_reward, softmax_reward
 from .rules import (
     AlphaBeta,
@@ -38,6 +48,7 @@ __all__ = [
     "LIF",
     "AdaptiveLIF",
     "CubaLIF",
+    "MultiSpikeLIF",
     "RecurrentLIF",
     "AlphaBeta",
     "Composite",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up lfp-snn in ./.venv: CPU torch 2.13.0, the package with its extras, norse and neurobench without their
-# CUDA torch, and (as root, where apt-get exists) Debian's Fashion-MNIST and Icarus Verilog for the real-data/HDL
+# CUDA torch, the NIR readers the export is cross-checked in (spyx, sinabs, rockpool), and (as root, where apt-get exists) Debian's Fashion-MNIST and Icarus Verilog for the real-data/HDL
 # tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,15 @@ PIP=(.venv/bin/python -m pip install -q -c scripts/constraints.txt)
 # neurobench (the efficiency metrics' package path) asks for torchaudio, numba and llvmlite and a CUDA torch; the
 # metrics, models and Benchmark import without them, and its real needs (numpy, tqdm, snntorch, tonic) are above.
 "${PIP[@]}" --no-deps "neurobench==2.3.0"
+# NIR readers for the cross-checks of the export presets (tests/test_nir_targets.py): spyx with the CPU jax; rockpool
+# needs only numpy and scipy; sinabs asks for nir <= 1.0.4 and samna (only its chip backend imports samna), so it
+# goes in without its dependencies, beside pbr.
+"${PIP[@]}" "spyx==1.0.0" "jax[cpu]==0.10.2"
+"${PIP[@]}" pbr "rockpool==3.1.0"
+"${PIP[@]}" --no-deps "sinabs==3.1.3"
+# sinabs's own pins (nir 1.0.4, nirtorch 1.0) in a folder of their own, not in the environment: the tests run sinabs
+# there in a subprocess, to check that the sinabs preset loads in the NIR version sinabs asks for.
+[ -d .venv/sinabs-nir-1.0.4/nir ] || "${PIP[@]}" --no-deps --target .venv/sinabs-nir-1.0.4 "nir==1.0.4" "nirtorch==1.0"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
   [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)

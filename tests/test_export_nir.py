@@ -64,6 +64,31 @@ def spikes(shape, p=0.3, seed=0):
     return (torch.rand(shape, generator=g) < p).float()
 
 
+def assert_same_graph(g, g2, graph_metadata=False):
+    """The same nodes, edges, node fields and node metadata (and graph metadata if asked)."""
+    assert set(g.nodes) == set(g2.nodes) and sorted(g.edges) == sorted(g2.edges)
+    skip = {"input_type", "output_type", "metadata"}
+    for name, a in g.nodes.items():
+        b = g2.nodes[name]
+        assert type(a) is type(b), name
+        for field in a.__dataclass_fields__:
+            if field in skip:
+                continue
+            va, vb = getattr(a, field), getattr(b, field)
+            if isinstance(va, str) or isinstance(vb, str):
+                assert va == vb, (name, field)
+            else:
+                np.testing.assert_array_equal(np.asarray(va), np.asarray(vb), err_msg=f"{name}.{field}")
+        pairs = [(a.metadata, b.metadata, name)] + (
+            [(g.metadata, g2.metadata, "<graph>")] if graph_metadata else []
+        )
+        for ma, mb, where in pairs:
+            assert set(ma) == set(mb), where
+            for k, v in ma.items():
+                got = mb[k]
+                assert (got == v) if not isinstance(v, np.ndarray) else np.array_equal(got, v), (where, k)
+
+
 def quiet_export(*args, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -153,22 +178,7 @@ def test_every_written_node_type_survives_write_and_read(tmp_path):
         "Linear",
         "Affine",
     }
-    assert set(g.nodes) == set(g2.nodes) and sorted(g.edges) == sorted(g2.edges)
-    skip = {"input_type", "output_type", "metadata"}
-    for name, a in g.nodes.items():
-        b = g2.nodes[name]
-        assert type(a) is type(b), name
-        for field in a.__dataclass_fields__:
-            if field in skip:
-                continue
-            va, vb = getattr(a, field), getattr(b, field)
-            if isinstance(va, str) or isinstance(vb, str):
-                assert va == vb, (name, field)
-            else:
-                np.testing.assert_array_equal(np.asarray(va), np.asarray(vb), err_msg=f"{name}.{field}")
-        for k, v in a.metadata.items():
-            got = b.metadata[k]
-            assert (got == v) if not isinstance(v, np.ndarray) else np.array_equal(got, v), (name, k)
+    assert_same_graph(g, g2)
     x = spikes((T, 2, 2, 8, 8))
     assert torch.equal(m(x), import_nir(g2)(x))
 
@@ -206,9 +216,9 @@ def test_unsupported_neuron_semantics_warn_and_convert_reset_removes_them(tmp_pa
 def test_dt_comes_from_the_graph_and_can_be_overridden(tmp_path):
     m = mlp("zero", False)
     export_nir(m, tmp_path / "m.nir", dt=1e-4)
-    assert float(import_nir(tmp_path / "m.nir")[1].beta) == pytest.approx(0.9, abs=1e-7)
+    assert float(import_nir(tmp_path / "m.nir")[2].beta) == pytest.approx(0.9, abs=1e-7)
     # read with the wrong dt, τ = 1e-3 s means β = 1 - 0.5 = 0.5
-    assert float(import_nir(tmp_path / "m.nir", dt=5e-4)[1].beta) == pytest.approx(0.5, abs=1e-6)
+    assert float(import_nir(tmp_path / "m.nir", dt=5e-4)[2].beta) == pytest.approx(0.5, abs=1e-6)
 
 
 def test_fold_r_moves_r_into_the_weights():
@@ -274,9 +284,19 @@ def test_checkpoint_folders_export_and_mismatched_ones_are_refused(tmp_path):
     m = build_model(cfg, seed=0)
     save_checkpoint(tmp_path / "ck", m, cfg)
     g = export_nir(tmp_path / "ck", tmp_path / "ck.nir")
-    assert "flatten0" in g.nodes and list(g.nodes["input"].input_type["input"]) == [1, 4, 5]
+    # a dense model's graph starts at its first Linear, from the folder (which knows the shape (1, 4, 5)) as
+    # from the module (which does not): Input [20], no Flatten, so readers that keep a batch axis run it batched
+    assert not any(isinstance(n, nir.Flatten) for n in g.nodes.values())
+    assert list(g.nodes["input"].input_type["input"]) == [20] and g.metadata["flatten_input"]
+    assert_same_graph(g, export_nir(m, None), graph_metadata=True)
+    assert_same_graph(g, export_nir(m, None, input_shape=(1, 4, 5)), graph_metadata=True)
+    with pytest.raises(
+        ValueError, match=r"input_shape \(4, 1, 4, 5\) holds 80 values.*without the batch axis"
+    ):
+        export_nir(m, None, input_shape=(4, 1, 4, 5))
+    back = import_nir(tmp_path / "ck.nir")  # the Flatten comes back in front: it reads [T, B, 1, 4, 5] too
     x = spikes((T, 3, 1, 4, 5))
-    assert torch.equal(import_nir(tmp_path / "ck.nir")(x), m(x))
+    assert torch.equal(back(x), m(x)) and torch.equal(back(x.flatten(2)), m(x))
     other = build_model(ModelConfig(arch="spiking-mlp", input_shape=(1, 4, 5), hidden=(32,), classes=6))
     torch.save(other.state_dict(), tmp_path / "ck" / "model.pt")
     with pytest.raises(ValueError, match="do not fit the architecture"):

@@ -19,15 +19,19 @@ def _nir(a: argparse.Namespace) -> int:
 
     from ..engine import run
     from ..export.nir_export import export_nir, import_nir, load_model
+    from ..export.nir_targets import get_target
 
+    spec = get_target(a.target)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        export_nir(
+        graph = export_nir(
             a.checkpoint,
             a.out,
             dt=a.dt,
+            target=a.target,
             maxpool=a.maxpool,
             convert_reset=a.convert_reset,
+            fold_r=True if a.fold_r else None,
             overwrite=a.overwrite,
         )
     for w in caught:
@@ -42,8 +46,30 @@ def _nir(a: argparse.Namespace) -> int:
 
         model = convert_reset(model, a.convert_reset, False)
     same = bool(torch.equal(run(model, x), run(back, x)))
-    print(json.dumps({"nir": str(a.out), "round_trip_identical_spikes": same, "steps": a.steps}))
-    return 0 if same else 1
+    report = {
+        "nir": str(a.out),
+        "target": spec.name,
+        "dt": float(graph.metadata["dt"]),
+        "read_with": spec.reader,
+        "exact_there": spec.exact,
+        "round_trip_identical_spikes": same,
+        "steps": a.steps,
+    }
+    ok = same
+    if a.cross_check:
+        from ..export.nir_readers import ReaderUnavailable, run_in_reader
+
+        try:
+            got = run_in_reader(spec.name, a.out, x, settings="exact")
+        except ReaderUnavailable as e:
+            raise SystemExit(f"error: --cross-check: {e}") from None
+        ref = run(model.double(), x.double()) if spec.name == "norse" else run(model, x)
+        mismatches = int((got.to(ref.dtype).reshape(ref.shape) != ref).sum())
+        report["cross_check_mismatches"] = mismatches
+        report["cross_check_total"] = int(ref.numel())
+        ok = ok and mismatches == 0
+    print(json.dumps(report))
+    return 0 if ok else 1
 
 
 def _probe_input(model, steps: int, first_weight_shape):
@@ -99,6 +125,7 @@ def add_command(sub, help_text: str) -> None:
     """Add the ``export`` subcommand with its kinds ``nir`` and ``fpga``."""
     from ..export.fixed_point import DECAYS, export_fpga
     from ..export.nir_export import export_nir
+    from ..export.nir_targets import TARGET_NAMES
 
     nir_d, fpga_d = _defaults(export_nir), _defaults(export_fpga)
     p = sub.add_parser(
@@ -107,14 +134,41 @@ def add_command(sub, help_text: str) -> None:
         description="Export a checkpoint folder (config.json + model.pt from `lfp-snn train --out`).",
     )
     kinds = p.add_subparsers(dest="kind", required=True)
-    n = kinds.add_parser("nir", help="NIR graph (Loihi 2/Lava, SpiNNaker2, Xylo, Speck, snntorch, norse)")
+    n = kinds.add_parser(
+        "nir",
+        help="NIR graph for a reader: generic, snntorch, norse, spyx, sinabs (Speck), rockpool (Xylo)",
+        description="Write a NIR graph for one reader (--target) and check it by reading it back. Each target "
+        "writes what its reader needs and warns where that reader cannot run the trained neuron exactly, "
+        "naming the neuron it runs exactly (docs/export.md, 'Target presets').",
+    )
     n.add_argument("checkpoint", help="checkpoint folder")
     n.add_argument("--out", required=True, help="output .nir file")
     n.add_argument(
+        "--target",
+        default=nir_d["target"],
+        choices=TARGET_NAMES,
+        help="the reader: generic (NIR as written, lfp-snn's import), snntorch (import_from_nir, dt 1e-4), norse "
+        "(from_nir, r folded), spyx (from_nir, dt 1), sinabs (from_nir; Speck), rockpool (from_nir), xylo "
+        f"(rockpool plus Xylo's design rules as errors) (default: {nir_d['target']})",
+    )
+    n.add_argument(
         "--dt",
         type=float,
-        default=nir_d["dt"],
-        help=f"time step in seconds for the continuous mapping (default: {nir_d['dt']})",
+        default=None,
+        help="time step in seconds for the continuous mapping (default: the target's: generic, norse, rockpool "
+        "and xylo 1e-3, snntorch 1e-4 (its importer hard-codes it), spyx and sinabs 1)",
+    )
+    n.add_argument(
+        "--fold-r",
+        action="store_true",
+        help="put R = 1/(1-β) into the weights and write r = 1, for readers that ignore r (on for norse; "
+        "generic and snntorch only otherwise)",
+    )
+    n.add_argument(
+        "--cross-check",
+        action="store_true",
+        help="also run the file in the target's own reader (it must be installed) on the check's random "
+        "input, with the settings under which it runs lfp-snn's neuron, and count differing output spikes",
     )
     n.add_argument(
         "--maxpool",

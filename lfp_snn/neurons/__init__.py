@@ -1,5 +1,5 @@
 """Spiking neurons: pure scan functions over [T, B, ...] with typed parameters and state, and thin modules
-around them (the LIF; the current-based, adaptive and recurrent LIF; the Heaviside activation)."""
+around them (the LIF; the current-based, adaptive, recurrent and multi-spike LIF; the Heaviside activation)."""
 
 from .activations import Heaviside
 from .adaptive import (
@@ -11,6 +11,13 @@ from .adaptive import (
 )
 from .cuba import CubaLIF, CubaLIFParameters, CubaLIFState, check_cuba_parameters, cuba_lif_scan
 from .lif import LIF, LIFParameters, LIFState, check_lif_parameters, check_lif_shapes, lif_scan
+from .multispike import (
+    MultiSpikeLIF,
+    MultiSpikeParameters,
+    MultiSpikeState,
+    check_multispike_parameters,
+    multispike_lif_scan,
+)
 from .recurrent import RecurrentLIF, RecurrentLIFState, recurrent_lif_scan
 
 __all__ = [
@@ -24,6 +31,9 @@ __all__ = [
     "Heaviside",
     "LIFParameters",
     "LIFState",
+    "MultiSpikeLIF",
+    "MultiSpikeParameters",
+    "MultiSpikeState",
     "RecurrentLIF",
     "RecurrentLIFState",
     "adaptive_lif_scan",
@@ -31,7 +41,9 @@ __all__ = [
     "check_cuba_parameters",
     "check_lif_parameters",
     "check_lif_shapes",
+    "check_multispike_parameters",
     "cuba_lif_scan",
     "lif_scan",
+    "multispike_lif_scan",
     "recurrent_lif_scan",
 ]

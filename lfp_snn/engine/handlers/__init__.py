@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...neurons import LIF, AdaptiveLIF, CubaLIF, RecurrentLIF
+from ...neurons import LIF, AdaptiveLIF, CubaLIF, MultiSpikeLIF, RecurrentLIF
 from ...ops import PARAMETRIC
 from .adaptive import AdaptiveLIFHandler
 from .base import Back, Handler
@@ -29,6 +29,7 @@ from .elementwise import (
 )
 from .lif import LIFHandler
 from .merge import AddHandler, CatHandler, MaxHandler
+from .multispike import MultiSpikeLIFHandler
 from .parametric import AffineHandler
 from .pooling import AvgPoolHandler, MaxPoolHandler
 from .recurrent import RecurrentLIFHandler
@@ -48,6 +49,7 @@ def _default_modules() -> dict[type, Handler]:
             CubaLIF: CubaLIFHandler(),
             AdaptiveLIF: AdaptiveLIFHandler(),
             RecurrentLIF: RecurrentLIFHandler(),
+            MultiSpikeLIF: MultiSpikeLIFHandler(),
             nn.Identity: IdentityHandler(),
             nn.MaxPool1d: maxpool,
             nn.MaxPool2d: maxpool,
