@@ -300,3 +300,28 @@ def test_observe_hook_is_off_by_default_and_changes_nothing():
     assert all(torch.equal(plain.spike_counts[k], watched.spike_counts[k]) for k in plain.spike_counts)
     forward_trace(model, xs, keep=False)  # a pass without the hook does not call it
     assert len(seen) == len(watched.plan.graph.nodes) - 1
+
+
+def test_multi_spike_layers_count_non_zero_outputs_not_spikes():
+    """A MultiSpikeLIF emits counts > 1: activation sparsity counts its non-zero outputs, as NeuroBench does,
+    and the package path refuses it (the snntorch twin has no such neuron)."""
+    from lfp_snn.data import ArrayDataset
+    from lfp_snn.experiments.efficiency import efficiency, efficiency_report
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 6), lfp_snn.MultiSpikeLIF(0.9, 0.5), nn.Linear(6, 3), lfp_snn.LIF(0.9))
+    with torch.no_grad():
+        model[1].weight.mul_(4)
+    x = torch.rand(5, 1, 2, 2)
+    data = ArrayDataset(x, torch.zeros(5, dtype=torch.int64), 3, "tiny")
+    enc = lambda x, g: x.unsqueeze(0).expand(3, *x.shape)  # noqa: E731  (constant input, T = 3)
+    trace = lfp_snn.forward_trace(model[:3], enc(x, None), keep=False)
+    hidden = lfp_snn.run(model[:3], enc(x, None))
+    assert float(hidden.max()) > 1  # several spikes in one step somewhere
+    out = lfp_snn.run(model, enc(x, None))
+    nonzero = int(torch.count_nonzero(hidden)) + int(torch.count_nonzero(out))
+    total = hidden.numel() + out.numel()
+    got = efficiency(model, data, enc, True, batch_size=5)
+    assert got["activation_sparsity"] == pytest.approx(1 - nonzero / total, abs=1e-12)
+    assert int(trace.spike_counts["2"].sum()) > int(torch.count_nonzero(hidden))  # counts differ from nnz
+    assert efficiency_report(model, data, enc, True, batch_size=5)["source"].startswith("definition (")

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..engine import ELEMENTWISE, Act, forward_trace, leaves
 from ..engine.handlers import module_handler
-from ..neurons import LIF, AdaptiveLIF, CubaLIF, RecurrentLIF
+from ..neurons import LIF, AdaptiveLIF, CubaLIF, MultiSpikeLIF, RecurrentLIF
 from ..ops import PARAMETRIC, Dense, affine_op
 from .metrics import model_input
 
@@ -125,12 +125,17 @@ def _spiking_batch(model: nn.Module, xs: Tensor, syn: SynapseCount) -> tuple[int
     """One batch through lfp-snn's engine: the synapses into ``syn``; (non-zero activations, activations)."""
     steps = xs.shape[0]
     act = [0, 0]
+    counted: set[str] = set()  # neuron layers counted here, not from their spike counts
 
     def observe(node, inputs, out) -> None:
         if node.kind != "module":
             return
         m = node.module
-        if isinstance(m, PARAMETRIC):
+        if isinstance(m, MultiSpikeLIF):  # several spikes per step: count the non-zero outputs
+            counted.add(node.name)
+            act[0] += int(torch.count_nonzero(out.value))
+            act[1] += out.value.numel()
+        elif isinstance(m, PARAMETRIC):
             a = inputs[0]
             syn.layer(m, a.value, 1 if a.constant else steps, steps if a.constant else 1)
         elif isinstance(m, ACTIVATION_MODULES) and isinstance(out, Act):
@@ -141,7 +146,9 @@ def _spiking_batch(model: nn.Module, xs: Tensor, syn: SynapseCount) -> tuple[int
             syn.recurrent_loop(m, out.value, steps)
 
     trace = forward_trace(model, xs, keep=False, observe=observe)
-    for c in trace.spike_counts.values():  # Σ over steps and batch per neuron; spikes are 0 or 1
+    for name, c in trace.spike_counts.items():  # Σ over steps and batch per neuron; spikes are 0 or 1
+        if name in counted:
+            continue
         act[0] += int(c.sum(dtype=torch.float64))
         act[1] += c.numel() * steps * trace.batch
     return act[0], act[1]
