@@ -57,6 +57,7 @@ METHODS = (
     "lfp-triton-chunk",
     "snntorch",
     "norse",
+    "rstdp",
 )
 LFP_OPTIONS = "bf16 | recompute | mb<N> | chunk | chunk<K>"
 
@@ -271,6 +272,17 @@ def run_one(
             )
             lfp_snn.write_gradients(model, res.feedback, consume=True)
             opt.step()
+    elif method == "rstdp":  # the gradient-free baseline on the same lfp-snn model (torch scans)
+        from lfp_snn.baselines.rstdp import RSTDP, rstdp_options
+
+        model = _lfp_model(sc, "torch").to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+        learner = RSTDP(model, rstdp_options({}))
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            learner.step(x_seq, y)
+            opt.step()
     else:
         model = (_snntorch_model if method == "snntorch" else _norse_model)(sc, sc["T"]).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
@@ -329,6 +341,8 @@ def _skip(sc: str, m: str, device: str, skipped: list) -> bool:
     why = available(m, device)
     if not why and m == "norse" and SCENARIOS[sc]["arch"] == "rnn":
         why = "the recurrent scenario compares with snntorch's RLeaky only"
+    if not why and m == "rstdp" and SCENARIOS[sc]["arch"] == "rnn":
+        why = "R-STDP trains feed-forward LIF networks only"
     if why:
         skipped.append((sc, m, why))
     return bool(why)
