@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import warnings
@@ -337,27 +338,94 @@ def test_failure_mid_write_leaves_nothing_that_looks_complete(tmp_path, monkeypa
     verify_bundle(old)
 
 
+def _tree(root):
+    """Every path under root with the bytes of the files: what must survive a refused export."""
+    return {
+        p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))
+    }
+
+
 def test_refuses_to_replace_a_directory_that_is_not_a_bundle(tmp_path):
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
     for overwrite in (False, True):
-        with pytest.raises(ValueError, match="without manifest.json of an lfp-snn FPGA bundle; refusing"):
-            export_fpga(mlp(), tmp_path / "mine", overwrite=overwrite)
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
-    # any file named manifest.json does not make a folder a bundle (it used to be deleted with the folder)
-    (tmp_path / "mine" / "manifest.json").write_text('{"files": {}}')
-    with pytest.raises(ValueError, match="refusing to replace it"):
-        export_fpga(mlp(), tmp_path / "mine", overwrite=True)
-    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["manifest.json", "notes.txt"]
+        with pytest.raises(ValueError, match=r"mine is not an lfp-snn FPGA bundle \(no manifest.json\); it holds "
+                           r"1 file \(notes.txt\)\. Refusing to replace it"):  # fmt: skip
+            export_fpga(mlp(), mine, overwrite=overwrite)
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "text,why",
+    [
+        ('{"files": {}}', "its manifest.json has format None, not 'lfp-snn-fpga-bundle'"),
+        ('{"format": "other-tool", "files": {"notes.txt": "0"}}', "has format 'other-tool'"),
+        ('[1, 2]', "has format None"),
+        ("not json {", "its manifest.json cannot be read as JSON"),
+        ('{"format": "lfp-snn-fpga-bundle"}', "lists no files with their sha256"),
+    ],
+)
+def test_a_foreign_manifest_json_does_not_make_a_folder_a_bundle(tmp_path, text, why):
+    """Any file named manifest.json used to be enough for --overwrite to delete the folder; now only a
+    manifest whose format field is the bundle's counts, and nothing of the folder is lost."""
+    d = tmp_path / "mine"
+    (d / "sub").mkdir(parents=True)
+    (d / "manifest.json").write_text(text)
+    (d / "notes.txt").write_text("keep me")
+    (d / "sub" / "data.csv").write_text("1,2")
+    before = _tree(d)
+    with pytest.raises(ValueError, match=re.escape(why)) as err:
+        export(mlp(), d, overwrite=True)
+    assert str(d) in str(err.value) and "3 files (manifest.json, notes.txt, sub/data.csv)" in str(err.value)
+    assert _tree(d) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary folder left either
 
 
 def test_a_bundle_with_the_users_files_in_it_is_never_replaced(tmp_path):
     b = export(mlp(), tmp_path / "b")
     (b / "my_notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match=r"also holds files that are not part of it \(my_notes.txt\)"):
+    with pytest.raises(ValueError, match=r"also holds 1 path\(s\) that are not part of it \(my_notes.txt\)"):
         export(mlp(seed=1), b, overwrite=True)
     assert (b / "my_notes.txt").read_text() == "keep me"
     verify_bundle(b)
+    (b / "my_notes.txt").unlink()
+    (b / "vectors" / "mine").mkdir()  # an empty folder of the user's: not part of the bundle either
+    with pytest.raises(ValueError, match=r"not part of it \(vectors/mine\)"):
+        export(mlp(seed=1), b, overwrite=True)
+    (b / "vectors" / "mine").rmdir()
+    (b / "hdl" / "link.v").symlink_to(b / "hdl" / "lfp_snn_top.v")
+    with pytest.raises(ValueError, match=r"not part of it \(hdl/link.v\)"):
+        export(mlp(seed=1), b, overwrite=True)
+    (b / "hdl" / "link.v").unlink()
+    export(mlp(seed=1), b, overwrite=True)  # exactly the bundle again: replaced
+    verify_bundle(b)
+
+
+def test_a_bundle_whose_files_were_edited_is_never_replaced(tmp_path):
+    b = export(mlp(), tmp_path / "b")
+    top = b / "hdl" / "lfp_snn_top.v"
+    top.write_text(top.read_text() + "// my change\n")
+    before = _tree(b)
+    with pytest.raises(ValueError, match=r"hdl/lfp_snn_top.v changed since it was written"):
+        export(mlp(seed=1), b, overwrite=True)
+    assert _tree(b) == before
+
+
+def test_a_bundle_that_changes_during_the_export_is_put_back(tmp_path, monkeypatch):
+    """The folder is checked again after it is renamed aside; a file that appeared meanwhile keeps it."""
+    b = export(mlp(), tmp_path / "b")
+    real = fixed_point._write_bundle
+
+    def write_and_meddle(root, *a, **k):
+        real(root, *a, **k)
+        (b / "late.txt").write_text("written while exporting")
+
+    monkeypatch.setattr(fixed_point, "_write_bundle", write_and_meddle)
+    with pytest.raises(ValueError, match="changed while the new bundle was written"):
+        export(mlp(seed=1), b, overwrite=True)
+    assert (b / "late.txt").read_text() == "written while exporting"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
 # ------------------------------------------------------------------------------------------ C and Verilog

@@ -560,13 +560,109 @@ def _write_bundle(root: Path, net: QuantNetwork, golden_x: np.ndarray) -> None:
     (root / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
 
 
+BUNDLE_FOLDERS = ("hdl", "vectors")
+"""The sub-folders a bundle has (every other path in it is a file its manifest lists)."""
+
+
+def _contents(root: Path) -> tuple[set[str], set[str], set[str]]:
+    """(files, folders, links) under ``root``, as posix paths relative to it; links are not followed."""
+    files, folders, links = set(), set(), set()
+    for here, dirs, names in os.walk(root, followlinks=False):
+        rel = Path(here).relative_to(root)
+        for d in list(dirs):
+            p = (rel / d).as_posix()
+            if (Path(here) / d).is_symlink():
+                links.add(p)
+                dirs.remove(d)
+            else:
+                folders.add(p)
+        for n in names:
+            p = (rel / n).as_posix()
+            (links if (Path(here) / n).is_symlink() else files).add(p)
+    return files, folders, links
+
+
+def _shown(paths, limit: int = 5) -> str:
+    paths = sorted(paths)
+    more = f", ... ({len(paths)} in all)" if len(paths) > limit else ""
+    return ", ".join(paths[:limit]) + more
+
+
+def _holds(files: set[str], folders: set[str], links: set[str]) -> str:
+    parts = []
+    if files:
+        parts.append(f"{len(files)} file{'s' * (len(files) != 1)} ({_shown(files)})")
+    if links:
+        parts.append(f"{len(links)} link{'s' * (len(links) != 1)} ({_shown(links)})")
+    if folders and not files and not links:
+        parts.append(f"{len(folders)} empty folder{'s' * (len(folders) != 1)} ({_shown(folders)})")
+    return " and ".join(parts)
+
+
+def _not_ours(target: Path, why: str, holding: str) -> ValueError:
+    return ValueError(
+        f"{target} is not an lfp-snn FPGA bundle ({why}); it holds {holding}. Refusing to replace it: export "
+        "to a new or empty folder"
+    )
+
+
+def _bundle_listing(target: Path) -> set[str]:
+    """The files of the bundle in ``target`` as its manifest lists them (manifest.json included), after
+    checking that ``target`` holds exactly such a bundle, as :func:`export_fpga` wrote it: a manifest whose
+    ``format`` field names the lfp-snn bundle format, every other file listed there with an unchanged
+    sha256, no other files, folders or links. ValueError naming the folder and what it holds otherwise."""
+    files, folders, links = _contents(target)
+    holding = _holds(files, folders, links)
+    if "manifest.json" not in files:
+        raise _not_ours(target, "no manifest.json", holding)
+    try:
+        man = json.loads((target / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise _not_ours(target, f"its manifest.json cannot be read as JSON: {e}", holding) from None
+    fmt = man.get("format") if isinstance(man, dict) else None
+    if fmt != BUNDLE_FORMAT:
+        raise _not_ours(target, f"its manifest.json has format {fmt!r}, not {BUNDLE_FORMAT!r}", holding)
+    listed = man.get("files")
+    if not isinstance(listed, dict) or not all(isinstance(k, str) for k in listed):
+        raise _not_ours(target, "its manifest.json of that format lists no files with their sha256", holding)
+    ours = set(listed) | {"manifest.json"}
+    parents = {p.as_posix() for rel in ours for p in Path(rel).parents if p != Path(".")}
+    others = (files - ours) | (folders - parents - set(BUNDLE_FOLDERS)) | links
+    if others:
+        raise ValueError(
+            f"{target} is an lfp-snn FPGA bundle but also holds {len(others)} path(s) that are not part of it "
+            f"({_shown(others)}); refusing to replace it, even with overwrite: move those away first"
+        )
+    changed = sorted(
+        rel for rel in set(listed) & files if sha256_file(target / rel) != listed[rel]
+    )
+    if changed:
+        raise ValueError(
+            f"{target} is an lfp-snn FPGA bundle, but {_shown(changed)} changed since it was written (the "
+            "sha256 differs from its manifest); refusing to replace it, even with overwrite: move the bundle "
+            "away first"
+        )
+    return ours
+
+
 def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename the finished bundle ``tmp`` to ``target``. An old bundle there is renamed aside first and
+    deleted only after checking it once more (it may have changed since :func:`check_replaceable`); if it is
+    no longer exactly a bundle, it is put back and nothing is deleted."""
     if not target.exists():
         os.replace(tmp, target)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
     os.rmdir(old)
     os.replace(target, old)
+    try:
+        _bundle_listing(old)
+    except ValueError:
+        os.replace(old, target)
+        raise ValueError(
+            f"{target} changed while the new bundle was written: it is no longer exactly an lfp-snn FPGA "
+            "bundle; it was left as it is and nothing was replaced"
+        ) from None
     try:
         os.replace(tmp, target)
     except BaseException:
@@ -577,32 +673,19 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
 
 def check_replaceable(target: Path, overwrite: bool) -> None:
     """Raise unless ``target`` is absent, an empty folder, or (with ``overwrite``) exactly a bundle written by
-    :func:`export_fpga`: its manifest.json says so and the folder holds the files it lists and nothing else."""
-    if not target.exists():
+    :func:`export_fpga`: its manifest.json's ``format`` field names the bundle format, and the folder holds
+    the files it lists, unchanged (sha256), and nothing else. Any other folder is refused with one error
+    naming it and what it holds; nothing is ever deleted that export_fpga did not write."""
+    if not target.exists() and not target.is_symlink():
         return
-    if not target.is_dir():
-        raise ValueError(f"{target} exists and is not a directory")
-    found = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() or p.is_symlink()}
-    if not found and not any(target.iterdir()):
+    if target.is_symlink() or not target.is_dir():
+        raise ValueError(
+            f"{target} exists and is {'a link' if target.is_symlink() else 'a file'}, not a folder; refusing "
+            "to replace it"
+        )
+    if not any(target.iterdir()):
         return
-    try:
-        man = json.loads((target / "manifest.json").read_text())
-        listed = set(man["files"]) | {"manifest.json"}
-        ours = man.get("producer") == "lfp_snn.export.export_fpga" and man.get("format") == BUNDLE_FORMAT
-    except (OSError, ValueError, KeyError, TypeError):
-        ours, listed = False, set()
-    if not ours:
-        raise ValueError(
-            f"{target} is a non-empty directory without manifest.json of an lfp-snn FPGA bundle; refusing to "
-            "replace it (export to a new or empty folder)"
-        )
-    others = sorted(found - listed)
-    if others:
-        shown = ", ".join(others[:5]) + (f", ... ({len(others)} files)" if len(others) > 5 else "")
-        raise ValueError(
-            f"{target} is an lfp-snn FPGA bundle but also holds files that are not part of it ({shown}); "
-            "refusing to replace it, even with overwrite: move those files away first"
-        )
+    _bundle_listing(target)
     if not overwrite:
         raise FileExistsError(
             f"{target} holds an FPGA bundle already; pass overwrite=True (--overwrite) to replace it"
