@@ -4,9 +4,10 @@
 
 Per Linear/Conv2d + LIF layer, with ``W`` = weight_bits and ``M`` = mem_bits:
 
-* one scale ``s`` (the real value of one LSB of the weights, bias, threshold and membrane) from max|w|:
+* one scale ``s`` (the real value of one LSB of the weights, bias, threshold and membrane):
   ``scale="pow2"`` takes the smallest power of two with ``max|w| / s <= 2^(W-1) - 1``; ``scale="real"``
-  takes ``s = max|w| / (2^(W-1) - 1)``;
+  takes ``s = max|w| / (2^(W-1) - 1)``; ``scale="mse"`` takes the power of two (that one or up to
+  ``MSE_CANDIDATES`` below it) with the least squared error of the quantised weights, saturating the largest;
 * ``w_q = sat_W(round(w / s))``, ``b_q = sat_M(round(b / s))``, ``θ_q = round(θ / s)`` (in ``[1, 2^(M-1) - 1]``,
   else ValueError naming the layer). ``round`` is half away from zero, ``sat_N`` clamps to
   ``[-2^(N-1), 2^(N-1) - 1]``. A layer that reads a sum pool (an average pool taken as the window's sum,
@@ -33,7 +34,9 @@ import torch
 from torch import Tensor
 
 DECAYS = ("multiply", "shift")
-SCALES = ("pow2", "real")
+SCALES = ("pow2", "real", "mse")
+MSE_CANDIDATES = 8
+"""``scale="mse"`` tries the max-based power of two and the ``MSE_CANDIDATES`` powers of two below it."""
 
 
 @dataclass(frozen=True)
@@ -108,14 +111,28 @@ def saturate(x: Tensor, bits: int) -> tuple[Tensor, int]:
     return x.clamp(lo, hi).to(torch.int64), int(((x < lo) | (x > hi)).sum())
 
 
-def layer_scale(wmax: float, fmt: FixedPoint) -> float:
-    """The real value of one LSB of a layer whose largest |weight| is ``wmax``."""
+def layer_scale(w: Tensor, fmt: FixedPoint) -> float:
+    """The real value of one LSB of a layer with weights ``w`` (float64): ``pow2``, the smallest power of two
+    at which max|w| fits without saturating; ``real``, max|w| / (2^(W-1) - 1); ``mse``, the power of two (that
+    one or one of the ``MSE_CANDIDATES`` below it) whose quantised weights ``s sat_W(round(w / s))`` are the
+    closest to ``w`` in squared error -- it saturates the few largest weights when that buys the many small
+    ones more levels (ties: the larger scale)."""
     qmax = 2 ** (fmt.weight_bits - 1) - 1
+    wmax = float(w.abs().max()) if w.numel() else 0.0
     if wmax == 0.0:
         return 1.0
     if fmt.scale == "real":
         return wmax / qmax
-    return 2.0 ** math.ceil(math.log2(wmax / qmax))
+    top = math.ceil(math.log2(wmax / qmax))
+    if fmt.scale == "pow2":
+        return 2.0**top
+    best, best_err = 2.0**top, None
+    for k in range(top, top - MSE_CANDIDATES - 1, -1):
+        sk = 2.0**k
+        err = float((round_half_away(w / sk).clamp(-qmax - 1, qmax) * sk - w).pow(2).sum())
+        if best_err is None or err < best_err:
+            best, best_err = sk, err
+    return best
 
 
 def quantize_beta(beta: Tensor, fmt: FixedPoint, name: str, warn: bool = True) -> tuple[Tensor, Tensor]:
@@ -183,7 +200,7 @@ def quantize_layer(
     n = w.shape[0]
     b = bias.detach().to(torch.float64) if bias is not None else w.new_zeros(n)
     wmax = float(w.abs().max()) if w.numel() else 0.0
-    s = layer_scale(wmax, fmt)
+    s = layer_scale(w, fmt)
     wq, w_sat = saturate(round_half_away(w / s), fmt.weight_bits)
     bq, b_sat = saturate(round_half_away(b / s), fmt.mem_bits)
     thr = threshold.detach().to(device=w.device, dtype=torch.float64)
@@ -201,7 +218,9 @@ def quantize_layer(
             f"the threshold of layer {name!r} rounds to {int(tq.min())} LSB (θ / scale = "
             f"{float((thr / s).min()):.3g}); raise weight_bits"
         )
-    if warn and (b_sat or w_sat):
+    if warn and (
+        b_sat or (w_sat and fmt.scale != "mse")
+    ):  # scale "mse" saturates the largest weights by design
         warnings.warn(f"layer {name!r}: {w_sat} weights and {b_sat} biases saturated", stacklevel=3)
     beta64 = beta.detach().to(device=w.device, dtype=torch.float64)
     betaq, eff = quantize_beta(beta64, fmt, name, warn)

@@ -158,6 +158,30 @@ def test_quantisation_rules():
     assert quantize(mlp(beta=1.0), decay="shift").layers[0].beta.tolist() == [0] * 16  # k = 0: no leak
 
 
+def test_the_mse_scale_is_the_power_of_two_with_the_least_squared_error():
+    """A layer with one outlier weight: at 4 bits the max-based power of two rounds almost every weight to
+    0; scale="mse" tries it and the 8 powers of two below and takes the one closest to W, saturating the
+    outlier."""
+    m = mlp(n_in=24, hidden=16)
+    with torch.no_grad():
+        m[1].weight.mul_(0.1)
+        m[1].weight[0, 0] = 2.0
+    w = m[1].weight.detach().double().numpy()
+    pow2, mse = quantize(m, weight_bits=4).layers[0], quantize(m, weight_bits=4, scale="mse").layers[0]
+    top = int(np.ceil(np.log2(2.0 / 7)))
+    assert pow2.scale == 2.0**top and (pow2.weight == 0).mean() > 0.9
+
+    def err(s):
+        return ((np.clip(np.sign(w / s) * np.floor(np.abs(w / s) + 0.5), -8, 7) * s - w) ** 2).sum()
+
+    errors = {k: err(2.0**k) for k in range(top, top - 9, -1)}
+    assert mse.scale == 2.0 ** min(errors, key=lambda k: (errors[k], -k)) < pow2.scale
+    assert mse.weight[0, 0] == 7 and mse.info["saturated"]["weight"] >= 1 and (mse.weight == 0).mean() < 0.5
+    assert (
+        quantize(m, weight_bits=8, scale="mse").layers[0].scale <= quantize(m, weight_bits=8).layers[0].scale
+    )
+
+
 # ----------------------------------------------------------------------------------------------- bundle
 
 
@@ -453,7 +477,7 @@ def test_refuses_to_replace_a_directory_that_is_not_a_bundle(tmp_path):
     (mine / "notes.txt").write_text("keep me")
     for overwrite in (False, True):
         with pytest.raises(ValueError, match=r"mine is not an lfp-snn FPGA bundle \(no manifest.json\); it holds "
-                           r"1 file \(notes.txt\)\. Refusing to replace it"):  # fmt: skip
+                           r"1 file \(notes.txt\); refusing to replace it"):  # fmt: skip
             export_fpga(mlp(), mine, overwrite=overwrite)
     assert (mine / "notes.txt").read_text() == "keep me"
 

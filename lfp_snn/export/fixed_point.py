@@ -5,9 +5,10 @@ The model is a chain of Linear/Conv2d -> LIF layers, max pools and average pools
 into the next layer's weights). The rules, shared with integer-in-the-loop training
 (:mod:`lfp_snn.quantization`), per layer:
 
-* one scale ``s`` per layer from max|W|: ``scale="pow2"`` (default) takes the smallest power of two with
+* one scale ``s`` per layer: ``scale="pow2"`` (default) takes the smallest power of two with
   ``max|W| / s <= 2^(W-1) - 1`` (so the weights are signed ``Qm.n`` with ``n = -log2 s``); ``scale="real"``
-  takes ``s = max|W| / (2^(W-1) - 1)`` (integers times a real factor). ``W`` = ``weight_bits``.
+  takes ``s = max|W| / (2^(W-1) - 1)`` (integers times a real factor); ``scale="mse"`` the power of two with
+  the least squared quantisation error (it saturates the largest weights). ``W`` = ``weight_bits``.
 * ``w_q = sat_W(round(w / s))``, ``b_q = sat_M(round(b / s))``, ``θ_q = round(θ / s)``: bias, threshold and
   membrane share the weight's scale, so a binary input spike adds ``w_q`` to the accumulator directly.
   ``round`` is round-half-away-from-zero; ``sat_N`` clamps to ``[-2^(N-1), 2^(N-1) - 1]`` (saturated values
@@ -54,7 +55,15 @@ from .simulator import (
     simulate,
 )
 
-__all__ = ["DECAYS", "SCALES", "check_replaceable", "export_fpga", "quantize"]
+__all__ = [
+    "DECAYS",
+    "SCALES",
+    "check_replaceable",
+    "export_fpga",
+    "quantize",
+    "resolve_formats",
+    "trained_formats",
+]
 
 ORDER_OF_OPERATIONS = [
     "for every sample: U[o] = 0 for all neurons of all layers",
@@ -193,7 +202,9 @@ def quantize(
             )
         )
         pre, shape, vmax = [], out_shape, 1
-    return QuantNetwork(layers, weight_bits, mem_bits, decay, beta_bits, tuple(int(v) for v in input_shape))
+    return QuantNetwork(
+        layers, weight_bits, mem_bits, decay, beta_bits, tuple(int(v) for v in input_shape), scale
+    )
 
 
 # -------------------------------------------------------------------------------------------- file writers
@@ -532,6 +543,7 @@ def _manifest(net: QuantNetwork, files: dict, vectors: dict, beta_w: int) -> dic
                 "signed": True,
                 "encoding": "two's complement",
                 "per_layer_q": "layers[].weight_format",
+                "scale_mode": net.scale,
             },
             "bias": {"bits": M, "signed": True, "encoding": "two's complement", "scale": "the layer's scale"},
             "inputs": {
@@ -577,7 +589,9 @@ def _manifest(net: QuantNetwork, files: dict, vectors: dict, beta_w: int) -> dic
     }
 
 
-def _write_bundle(root: Path, net: QuantNetwork, golden_x: np.ndarray) -> None:
+def _write_bundle(
+    root: Path, net: QuantNetwork, golden_x: np.ndarray, trained: FixedPoint | None = None
+) -> None:
     from .verilog import generate_hdl
 
     W, M = net.weight_bits, net.mem_bits
@@ -623,6 +637,7 @@ def _write_bundle(root: Path, net: QuantNetwork, golden_x: np.ndarray) -> None:
         "source": "lfp_snn.export.simulator (the integer reference simulator)",
     }
     man = _manifest(net, files, vectors, beta_w)
+    man["trained_in_the_loop"] = trained.to_dict() if trained is not None else None
     (root / "lfp_snn_model.h").write_text(_c_header(net, man))
     for rel, text in generate_hdl(man).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -677,7 +692,7 @@ def _holds(files: set[str], folders: set[str], links: set[str]) -> str:
 
 def _not_ours(target: Path, why: str, holding: str) -> ValueError:
     return ValueError(
-        f"{target} is not an lfp-snn FPGA bundle ({why}); it holds {holding}. Refusing to replace it: export "
+        f"{target} is not an lfp-snn FPGA bundle ({why}); it holds {holding}; refusing to replace it: export "
         "to a new or empty folder"
     )
 
@@ -766,16 +781,50 @@ def check_replaceable(target: Path, overwrite: bool) -> None:
         )
 
 
+FORMAT_NAMES = ("weight_bits", "mem_bits", "beta_bits", "decay", "scale")
+
+
+def trained_formats(cfg: dict | None) -> FixedPoint | None:
+    """The number formats a checkpoint was trained with in the loop (its config.json's ``train`` entry has
+    ``weight_bits``), or None for a float run."""
+    train = (cfg or {}).get("train") or {}
+    if train.get("weight_bits") is None:
+        return None
+    d = DEFAULT_FORMATS.to_dict()
+    return FixedPoint(**{k: train.get(k, d[k]) for k in FORMAT_NAMES})
+
+
+def resolve_formats(cfg: dict | None, where: str = "the run", **given) -> FixedPoint:
+    """The formats to export with: those given (None: not given), else the run's trained formats, else the
+    defaults. A run trained in the loop exported with other formats is a ValueError naming both: its bundle
+    would not reproduce the spikes training computed."""
+    trained = trained_formats(cfg)
+    base = (trained or DEFAULT_FORMATS).to_dict()
+    want = {k: (base[k] if given.get(k) is None else given[k]) for k in FORMAT_NAMES}
+    if trained is not None:
+        differ = [k for k in FORMAT_NAMES if want[k] != base[k]]
+        if differ:
+            asked = ", ".join(f"{k}={want[k]!r}" for k in differ)
+            had = ", ".join(f"{k}={base[k]!r}" for k in differ)
+            raise ValueError(
+                f"{where} was trained in the loop with {trained.describe()}; the export asks for {asked} (trained: "
+                f"{had}), so the bundle would not reproduce the spikes training computed. Export with the trained "
+                "formats (leave those options out), or load the model (lfp_snn.checkpoint.load_checkpoint) and "
+                "export the module to quantise it otherwise"
+            )
+    return FixedPoint(**want)
+
+
 def export_fpga(
     model_or_folder: nn.Module | str | os.PathLike,
     out_dir: str | os.PathLike,
-    weight_bits: int = 8,
-    mem_bits: int = 16,
-    decay: str = "multiply",
+    weight_bits: int | None = None,
+    mem_bits: int | None = None,
+    decay: str | None = None,
     inputs=None,
     *,
-    beta_bits: int = 8,
-    scale: str = "pow2",
+    beta_bits: int | None = None,
+    scale: str | None = None,
     samples: int = 4,
     steps: int = 25,
     rate: float = 0.25,
@@ -783,7 +832,11 @@ def export_fpga(
     input_shape: tuple[int, ...] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a fixed-point FPGA bundle of a dense spiking MLP to ``out_dir``; return its path.
+    """Write a fixed-point FPGA bundle of a spiking model to ``out_dir``; return its path.
+
+    The number formats (``weight_bits``, ``mem_bits``, ``decay``, ``beta_bits``, ``scale``) not given are a
+    checkpoint's trained formats when it was trained in the loop (``lfp-snn train --weight-bits``; other
+    formats than trained are a ValueError naming both), else 8, 16, ``"multiply"``, 8, ``"pow2"``.
 
     ``inputs``: binary spikes [T, B, ...] for the golden test vectors; default ``samples`` random Bernoulli
     spike trains of ``steps`` steps (firing probability ``rate``, ``seed``). The bundle is written into a
@@ -793,13 +846,20 @@ def export_fpga(
     """
     target = Path(out_dir).absolute()
     check_replaceable(target, overwrite)
-    net = quantize(model_or_folder, weight_bits, mem_bits, decay, beta_bits, scale, input_shape)
+    model, cfg = load_model(model_or_folder)
+    where = str(model_or_folder) if cfg is not None else "the model"
+    fmt = resolve_formats(
+        cfg, where, weight_bits=weight_bits, mem_bits=mem_bits, decay=decay, beta_bits=beta_bits, scale=scale
+    )
+    if input_shape is None and cfg is not None:
+        input_shape = tuple(cfg["model"]["input_shape"])
+    net = quantize(model, fmt.weight_bits, fmt.mem_bits, fmt.decay, fmt.beta_bits, fmt.scale, input_shape)
     golden = _golden_inputs(net, inputs, samples, steps, rate, seed)
     check_replaceable(target, overwrite)  # again: the folder may have changed while the model was quantised
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
-        _write_bundle(tmp, net, golden)
+        _write_bundle(tmp, net, golden, trained_formats(cfg))
         _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -130,6 +130,7 @@ class QuantNetwork:
     decay: str
     beta_bits: int
     input_shape: tuple[int, ...] = ()
+    scale: str = "pow2"  # how each layer's LSB was chosen (lfp_snn.quantization.SCALES)
 
     @property
     def n_in(self) -> int:
@@ -403,7 +404,8 @@ def network_from_manifest(bundle_dir: str | os.PathLike, man: dict) -> QuantNetw
                 pre=[_pre_from_manifest(p) for p in L.get("pre", [])],
             )
         )
-    return QuantNetwork(layers, W, M, decay, beta_bits, tuple(man["input"]["shape"]))
+    scale = fmt["weight"].get("scale_mode", "pow2")
+    return QuantNetwork(layers, W, M, decay, beta_bits, tuple(man["input"]["shape"]), scale)
 
 
 def load_bundle(bundle_dir: str | os.PathLike) -> tuple[QuantNetwork, dict]:
