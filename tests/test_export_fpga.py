@@ -331,6 +331,26 @@ def test_conv_bundle_equals_the_float_model_when_everything_is_representable(res
         assert np.array_equal(a, b)
 
 
+def test_spiking_lenet_bundle_equals_its_float_model_when_everything_is_representable():
+    """The ``spiking-lenet`` architecture itself (5x5 convolutions with padding 2, max pools, Flatten,
+    Linear), β = 1, weights k/16 and biases k/64: nothing rounds at 8 bits, so the bundle's spikes are the float
+    model's, layer by layer."""
+    m = build_model(ModelConfig(arch="spiking-lenet", input_shape=(1, 8, 8), beta=1.0), seed=0).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in (m[0], m[3], m[7]):
+            layer.weight.copy_(torch.randint(-4, 5, layer.weight.shape, generator=g) / 16.0)
+            layer.weight.view(-1)[0] = 1.0
+            layer.bias.copy_(torch.randint(-8, 9, layer.bias.shape, generator=g) / 64.0)
+    x = spikes((12, 4, 1, 8, 8), p=0.3, seed=8)
+    net = quantize(m, input_shape=(1, 8, 8))
+    assert all(L.scale == 2.0**-6 for L in net.layers)
+    got, ref = simulate(net, x), fixed_point_float(m, x)
+    for a, b in zip(got, ref):
+        assert 0.01 < b.mean() < 0.95
+        assert np.array_equal(a, b)
+
+
 def fixed_point_float(m, x):
     from lfp_snn.export.simulator import float_layer_spikes
 
