@@ -202,7 +202,7 @@ class DistributedTrainer(Trainer):
             if size == 0:
                 continue
             if self.spiking:
-                out = run(self.model, xs.narrow(bdim, start, size))
+                out = run(self.model, xs.narrow(bdim, start, size), plan=self.eval_plan)
             else:
                 out = self._ann_forward(xs)
             counts[0] += int((predictions(out, self.spiking).cpu() == y.narrow(0, start, size)).sum())

@@ -100,6 +100,7 @@ def _fpga(a: argparse.Namespace) -> int:
         mem_bits=a.mem_bits,
         decay=a.decay,
         beta_bits=a.beta_bits,
+        scale=a.scale,
         samples=a.samples,
         steps=a.steps,
         overwrite=a.overwrite,
@@ -194,8 +195,14 @@ def add_command(sub, help_text: str) -> None:
     f = kinds.add_parser(
         "fpga", help="fixed-point bundle (.mem/.coe/.mif, C header, golden vectors, Verilog)"
     )
-    f.add_argument("checkpoint", help="checkpoint folder (dense spiking MLP)")
+    f.add_argument(
+        "checkpoint",
+        help="checkpoint folder (a spiking chain of Linear/Conv2d -> LIF layers, pooling, Flatten)",
+    )
     f.add_argument("--out", required=True, help="output folder (written atomically)")
+    from ..quantization import DEFAULT_FORMATS, SCALES
+
+    std = DEFAULT_FORMATS.to_dict()
     for name, what in (
         ("weight_bits", "weight"),
         ("mem_bits", "membrane, bias and threshold"),
@@ -204,14 +211,23 @@ def add_command(sub, help_text: str) -> None:
         f.add_argument(
             "--" + name.replace("_", "-"),
             type=int,
-            default=fpga_d[name],
-            help=f"bits of the {what} words (default: {fpga_d[name]})",
+            default=None,
+            help=f"bits of the {what} words (default: the run's if it was trained with --weight-bits, else "
+            f"{std[name]})",
         )
     f.add_argument(
         "--decay",
-        default=fpga_d["decay"],
+        default=None,
         choices=DECAYS,
-        help=f"membrane decay by a fixed-point multiply, or by a right shift (β ≈ 1 - 2^-k) (default: {fpga_d['decay']})",
+        help="membrane decay by a fixed-point multiply, or by a right shift (β ≈ 1 - 2^-k) (default: the run's "
+        f"if it was trained with --weight-bits, else {std['decay']})",
+    )
+    f.add_argument(
+        "--scale",
+        default=None,
+        choices=SCALES,
+        help="each layer's LSB: pow2, the power of two at which max|w| fits; real, max|w| / (2^(W-1) - 1); mse, the power of two with the least squared error (saturating the largest weights) (default: the run's if it was trained "
+        f"with --weight-bits, else {std['scale']})",
     )
     f.add_argument(
         "--samples",

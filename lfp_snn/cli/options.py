@@ -21,6 +21,7 @@ from ..homeostasis import MODES as HOMEOSTASIS_MODES
 from ..kernels import CHOICES as BACKENDS
 from ..models import ACTIVATIONS, ARCHS, NEURONS, RESETS, ModelConfig, is_spiking_arch
 from ..models import unused_fields as unused_model_fields
+from ..quantization import DECAYS, SCALES
 from ..rewards import REWARDS
 from ..rules import ACTIVITIES, presets
 from ..training import TrainConfig, known_methods, resolve_method
@@ -82,6 +83,11 @@ TRAIN_OPTIONS = (
     "homeostasis_target",
     "homeostasis_mode",
     "homeostasis_min_threshold",
+    "weight_bits",
+    "mem_bits",
+    "beta_bits",
+    "decay",
+    "scale",
     "metrics_format",
 )
 """Option destinations that are TrainConfig fields of the same name."""
@@ -355,6 +361,37 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help=f"θ never drops below this fraction of its initial value {_d('homeostasis_min_threshold')}",
+    )
+    g = p.add_argument_group(
+        "integer-in-the-loop training (docs/export.md)",
+        "LFP on the FPGA bundle's integer network: the forward pass in its fixed point, the feedback from that "
+        "forward, float weights updated and quantised again at every step; the same option names as "
+        "`lfp-snn export fpga`",
+    )
+    g.add_argument(
+        "--weight-bits",
+        type=int,
+        default=None,
+        help=f"bits of the quantised weights; turns integer-in-the-loop training on {_d('weight_bits')}",
+    )
+    g.add_argument(
+        "--mem-bits",
+        type=int,
+        default=None,
+        help=f"bits of the membrane, bias and threshold {_d('mem_bits')}",
+    )
+    g.add_argument("--beta-bits", type=int, default=None, help=f"fraction bits of β_q {_d('beta_bits')}")
+    g.add_argument(
+        "--decay",
+        default=None,
+        choices=DECAYS,
+        help=f"membrane decay by a fixed-point multiply, or a right shift (β ≈ 1 - 2^-k) {_d('decay')}",
+    )
+    g.add_argument(
+        "--scale",
+        default=None,
+        choices=SCALES,
+        help=f"each layer's LSB: pow2, the power of two at which max|w| fits; real, max|w| / (2^(W-1) - 1); mse, the power of two with the least squared error (saturating the largest weights) {_d('scale')}",
     )
     g = p.add_argument_group("run")
     g.add_argument("--out", default=None, help="output folder: metrics, config.json, model.pt")

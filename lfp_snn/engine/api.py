@@ -183,6 +183,9 @@ def forward_trace(
     )
 
 
-def run(model: nn.Module, inputs: Tensor, steps: int | None = None) -> Tensor:
-    """Inference: the model's output (SNN: output spikes [T, B, C]) with nothing kept for feedback."""
-    return forward_trace(model, inputs, steps, keep=False).output
+def run(
+    model: nn.Module, inputs: Tensor, steps: int | None = None, *, plan: FeedbackPlan | None = None
+) -> Tensor:
+    """Inference: the model's output (SNN: output spikes [T, B, C]) with nothing kept for feedback; ``plan``
+    for a forward other than the float one (``FeedbackPlan(fixed_point=...)``: the integer network)."""
+    return forward_trace(model, inputs, steps, plan=plan, keep=False).output

@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from ..checks import check_finite
 from ..kernels import CHOICES as BACKENDS
 from ..kernels import check_backend
+from ..quantization import FixedPoint
 from ..rules import Composite, Epsilon, MembraneShare, Rule, as_membrane_share, get_composite
+from .fixed import FixedNetwork, fixed_network
 from .graph import Graph, Node, build_graph
 from .handlers.lif import LIFHandler
 from .handlers.merge import AddHandler
@@ -60,6 +62,12 @@ class FeedbackPlan:
             entries is kept as index lists; ``"off"``: always dense.
         device: where the pass runs; None: the model's device (its parameters must be on one device, and the
             input there too).
+        fixed_point: a :class:`~lfp_snn.quantization.FixedPoint`: the forward pass runs in the FPGA bundle's
+            integer arithmetic with those number formats (the weights quantised afresh at every call, the
+            integer LIF dynamics; :mod:`lfp_snn.engine.fixed`), and the reverse pass applies the LFP-ε rule to
+            what that integer network computed: its membranes in real units and its quantised weights
+            (integer-in-the-loop training, docs/export.md). Spiking chains of Linear/Conv2d -> LIF, pooling
+            and Flatten; binary input spikes; the ε rule. None: the float forward.
     """
 
     rule: Composite | Rule | str = "epsilon"
@@ -75,6 +83,7 @@ class FeedbackPlan:
     reward_norm: str | None = None
     sparse_input: str = "auto"
     device: torch.device | str | None = None
+    fixed_point: FixedPoint | None = None
     composite: Composite = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +119,10 @@ class FeedbackPlan:
             raise ValueError(f"sparse_input must be one of {SPARSE_INPUT}, got {self.sparse_input!r}")
         if self.device is not None:
             object.__setattr__(self, "device", torch.device(self.device))
+        if self.fixed_point is not None and not isinstance(self.fixed_point, FixedPoint):
+            raise ValueError(
+                f"fixed_point must be an lfp_snn.quantization.FixedPoint or None, got {self.fixed_point!r}"
+            )
 
     def replace(self, **changes) -> FeedbackPlan:
         """A copy with some fields changed."""
@@ -174,6 +187,9 @@ class CompiledPlan:
         self.setups = [None] * len(nodes)
         for n in nodes[1:]:
             self.setups[n.index] = n.handler.setup(n, self)
+        self.fixed: FixedNetwork | None = None
+        if plan.fixed_point is not None:
+            self.fixed = self._fixed_network()
         if plan.membrane_share is not None and not any(
             getattr(s, "lif_below", None) is not None for s in self.setups
         ):
@@ -181,6 +197,23 @@ class CompiledPlan:
                 "membrane_share applies to Linear/Conv layers that read a LIF layer's spikes; this model has "
                 "none: turn membrane_share off"
             )
+
+    def _fixed_network(self) -> FixedNetwork:
+        """The integer network of the model's current weights (plan.fixed_point), after refusing the rules
+        and dtypes it cannot run with."""
+        fmt = self.plan.fixed_point
+        for n in self.graph.nodes[1:]:
+            if isinstance(n.handler, AffineHandler) and not isinstance(self.rule_for(n), Epsilon):
+                raise ValueError(
+                    f"fixed_point: the reverse pass on the integer network is the LFP-ε rule; {n.describe()} "
+                    f"uses rule {self.rule_for(n).name!r}: use rule 'epsilon' with fixed_point"
+                )
+        if self.dtype == torch.float32 and fmt.mem_bits > 24:
+            raise ValueError(
+                f"fixed_point with mem_bits={fmt.mem_bits}: the reverse pass holds the integer membranes in the "
+                "model's float32, exact up to 24 bits; use mem_bits <= 24 or a float64 model"
+            )
+        return fixed_network(self.graph, fmt, fused=True, warn=False)
 
     # ------------------------------------------------------------------ used by the handlers' setup
     def rule_for(self, node: Node) -> Rule:
@@ -246,6 +279,7 @@ class CompiledPlan:
                 "membrane_share": p.membrane_share,
                 "reward_norm": p.reward_norm,
                 "backend": p.backend,
+                "fixed_point": p.fixed_point,
                 "steps=": steps,
             }
             used = [k for k, v in ann_only.items() if v is not None]
@@ -268,6 +302,19 @@ class CompiledPlan:
                         f"p={m.p}): the second forward pass would draw other masks; call model.eval() or use "
                         "micro_batch instead"
                     )
+        if p.fixed_point is not None:
+            clash = {
+                "time_chunk": p.time_chunk,
+                "storage='recompute'": p.storage == "recompute" or None,
+                "input_noise": p.input_noise or None,
+                "membrane_share": p.membrane_share,
+            }
+            used = [k for k, v in clash.items() if v is not None]
+            if used:
+                raise ValueError(
+                    f"fixed_point cannot be combined with {', '.join(used)}: the integer forward runs the whole "
+                    "sequence at once on binary spikes with the reference ε rule"
+                )
         if p.reward_norm is not None and p.micro_batch is not None:
             raise ValueError(
                 f"reward_norm={p.reward_norm!r} divides by a maximum over the whole batch; micro_batch="

@@ -3,7 +3,8 @@
     export_nir(model_or_folder, path, dt=None, target="generic", ...) -> nir.NIRGraph (NIR file at path)
     import_nir(path_or_graph)                            -> SpikingSequential
     cross_check(model, target, x)                        -> output spike mismatches in the target's own reader
-    export_fpga(model_or_folder, out_dir, weight_bits=8, mem_bits=16, decay="multiply", inputs=None, ...) -> Path
+    export_fpga(model_or_folder, out_dir, weight_bits=None, mem_bits=None, decay=None, inputs=None, ...) -> Path
+                                                         (formats: the run's trained ones, else 8/16/multiply)
     simulate_bundle(bundle_dir, input_spikes)            -> {"layers", "spikes", "output", "counts"}
     verify_bundle(bundle_dir)                            -> manifest (raises BundleError)
     run_verilog_check(bundle_dir)                        -> VerilogResult (iverilog + vvp, bit-exact check)

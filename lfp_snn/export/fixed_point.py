@@ -1,10 +1,14 @@
-"""Fixed-point quantisation of dense spiking MLPs and the FPGA bundle writer.
+"""Fixed-point quantisation of spiking models and the FPGA bundle writer.
 
-Quantisation, per dense layer (Linear + LIF):
+The model is a chain of Linear/Conv2d -> LIF layers, max pools and average pools of spikes and Flatten
+(:mod:`lfp_snn.engine.fixed` finds the stages; an average pool becomes a *sum* pool whose ``1 / divisor`` goes
+into the next layer's weights). The rules, shared with integer-in-the-loop training
+(:mod:`lfp_snn.quantization`), per layer:
 
-* one scale ``s`` per layer from max|W|: ``scale="pow2"`` (default) takes the smallest power of two with
+* one scale ``s`` per layer: ``scale="pow2"`` (default) takes the smallest power of two with
   ``max|W| / s <= 2^(W-1) - 1`` (so the weights are signed ``Qm.n`` with ``n = -log2 s``); ``scale="real"``
-  takes ``s = max|W| / (2^(W-1) - 1)`` (integers times a real factor). ``W`` = ``weight_bits``.
+  takes ``s = max|W| / (2^(W-1) - 1)`` (integers times a real factor); ``scale="mse"`` the power of two with
+  the least squared quantisation error (it saturates the largest weights). ``W`` = ``weight_bits``.
 * ``w_q = sat_W(round(w / s))``, ``b_q = sat_M(round(b / s))``, ``θ_q = round(θ / s)``: bias, threshold and
   membrane share the weight's scale, so a binary input spike adds ``w_q`` to the accumulator directly.
   ``round`` is round-half-away-from-zero; ``sat_N`` clamps to ``[-2^(N-1), 2^(N-1) - 1]`` (saturated values
@@ -29,33 +33,45 @@ import math
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
-from ..neurons.lif import LIF
-from .nir_export import _flat_layers, check_finite, load_model
+from ..engine import build_graph
+from ..engine.fixed import fixed_network
+from ..quantization import DECAYS, DEFAULT_FORMATS, SCALES, FixedPoint
+from .nir_export import check_finite, load_model
 from .simulator import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
-    DECAYS,
+    QuantFlatten,
     QuantLayer,
     QuantNetwork,
+    QuantPool,
     acc_bits_for,
     check_spikes,
     sha256_file,
     simulate,
 )
 
-SCALES = ("pow2", "real")
+__all__ = [
+    "DECAYS",
+    "SCALES",
+    "check_replaceable",
+    "export_fpga",
+    "quantize",
+    "resolve_formats",
+    "trained_formats",
+]
 
 ORDER_OF_OPERATIONS = [
     "for every sample: U[o] = 0 for all neurons of all layers",
     "for every time step t, layer by layer (layer l's spikes at step t are layer l+1's input at step t):",
-    "  acc[o] = bias[o] + sum over inputs i with s_i = 1 of weight[o][i]   (acc_bits wide: cannot overflow)",
+    "  the layer's pre stages, in order: max_pool: x = OR of the spikes in each window; sum_pool: x = their "
+    "count (zero padding); flatten: nothing moves (C order)",
+    "  acc[o] = bias[c(o)] + sum over the inputs i of neuron o of weight[o][i] * x_i   (acc_bits wide: cannot "
+    "overflow); dense: all inputs; conv: the window of o's position, outside the input counts as 0",
     "  I[o] = sat_M(acc[o])",
     "  D = (U[o] * beta[o]) >>> beta_bits   (decay 'multiply', arithmetic shift = floor)",
     "      or U[o] - (U[o] >>> k[o]), k = 0 meaning D = U[o]   (decay 'shift')",
@@ -71,163 +87,124 @@ ORDER_OF_OPERATIONS = [
 # ------------------------------------------------------------------------------------------ quantisation
 
 
-def _round(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)
 
 
-def _sat(x: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
-    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return np.clip(x, lo, hi).astype(np.int64), int(((x < lo) | (x > hi)).sum())
+def _out_hw(shape, kernel, stride, padding, name: str) -> tuple[int, int]:
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    oh, ow = (shape[1] + 2 * ph - kh) // sh + 1, (shape[2] + 2 * pw - kw) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"layer {name!r}: its window {kernel} does not fit the input {tuple(shape)}")
+    return oh, ow
 
 
-def _dense_pairs(model: nn.Module) -> list[tuple[str, nn.Linear, LIF]]:
-    """[(name, Linear, LIF)] of a dense spiking MLP; ValueError naming the first layer that does not fit."""
-    pairs, pending = [], None
-    for name, m in _flat_layers(model):
-        if isinstance(m, (nn.Flatten, nn.Dropout, nn.Identity)):  # Identity: a folded BatchNorm
+def _per_neuron(v, shape: tuple[int, ...], what: str, name: str) -> np.ndarray:
+    a = v.detach().cpu().numpy()
+    try:
+        return np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1).astype(np.int64)
+    except ValueError:
+        raise ValueError(
+            f"LIF after layer {name!r}: {what} has shape {list(a.shape)}, which does not broadcast to its "
+            f"{math.prod(shape)} neurons {list(shape)}"
+        ) from None
+
+
+def _infer_input_shape(stages) -> tuple[int, ...]:
+    for st in stages:
+        if st.kind == "flatten":
             continue
-        if isinstance(m, nn.Linear):
-            if pending is not None:
-                raise ValueError(
-                    f"layer {name!r}: two Linear layers in a row; the bundle needs Linear -> LIF pairs"
-                )
-            pending = (name, m)
-        elif isinstance(m, LIF):
-            if pending is None:
-                raise ValueError(f"layer {name!r}: a LIF without a Linear layer before it")
-            pairs.append((pending[0], pending[1], m))
-            pending = None
-        else:
-            extra = ""
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-                extra = " (conv/pooling models: use export_nir, or the float model; the bundle is dense only)"
-            raise ValueError(
-                f"layer {name!r} of type {type(m).__name__} is not supported by the FPGA bundle, which takes dense "
-                f"spiking MLPs: Flatten, Linear, LIF{extra}"
-            )
-    if pending is not None:
-        raise ValueError(f"layer {pending[0]!r}: the last Linear layer has no LIF after it")
-    if not pairs:
-        raise ValueError("the model has no Linear -> LIF layer to export")
-    return pairs
-
-
-def _np(t) -> np.ndarray:
-    return t.detach().cpu().double().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
-
-
-def _per_neuron(v, n: int, what: str, name: str) -> np.ndarray:
-    a = _np(v)
-    if a.size not in (1, n):
-        raise ValueError(f"LIF after layer {name!r}: {what} has {a.size} values for {n} neurons")
-    return np.broadcast_to(a.reshape(-1), (n,)).astype(np.float64).copy()
-
-
-def _check_bits(weight_bits, mem_bits, beta_bits) -> None:
-    for what, v, lo, hi in (("weight_bits", weight_bits, 2, 32), ("mem_bits", mem_bits, 2, 48)):
-        if not isinstance(v, int) or not lo <= v <= hi:
-            raise ValueError(f"{what} must be an integer in [{lo}, {hi}], got {v!r}")
-    if not isinstance(beta_bits, int) or not 1 <= beta_bits <= 24:
-        raise ValueError(f"beta_bits must be an integer in [1, 24], got {beta_bits!r}")
-    if mem_bits + beta_bits + 1 > 62:
-        raise ValueError(
-            f"mem_bits + beta_bits = {mem_bits + beta_bits} is too wide for 64-bit products; keep it <= 61"
-        )
-    if weight_bits > mem_bits:
-        raise ValueError(
-            f"weight_bits={weight_bits} > mem_bits={mem_bits}: a single weight would not fit the membrane"
-        )
-
-
-def _quantize_beta(beta: np.ndarray, decay: str, beta_bits: int, mem_bits: int, name: str):
-    if decay == "multiply":
-        q = np.clip(_round(beta * 2**beta_bits), 1, 2**beta_bits).astype(np.int64)
-        eff = q / 2**beta_bits
-        return q, eff
-    ks = np.arange(1, mem_bits + 1)
-    cand = 1.0 - 2.0 ** (-ks)
-    q = np.where(beta >= 1.0, 0, ks[np.abs(beta[:, None] - cand[None, :]).argmin(1)]).astype(np.int64)
-    eff = np.where(q == 0, 1.0, 1.0 - 2.0 ** (-q.astype(np.float64)))
-    if np.any(np.abs(eff - beta) > 1e-12):
-        pairs = sorted({(round(float(b), 6), int(k), float(e)) for b, k, e in zip(beta, q, eff)})
-        shown = ", ".join(f"β={b} -> k={k} (effective β={e:.6g})" for b, k, e in pairs[:4])
-        more = "" if len(pairs) <= 4 else f" and {len(pairs) - 4} more"
-        warnings.warn(
-            f"decay='shift' approximates β by 1 - 2^-k in layer {name!r}: {shown}{more}", stacklevel=4
-        )
-    return q, eff
+        if st.kind == "layer" and isinstance(st.module, nn.Linear):
+            return (st.module.in_features,)
+        break
+    raise ValueError(
+        "cannot infer the input shape of a model that starts with a convolution or pooling; pass "
+        "input_shape=(C, H, W) or export from a checkpoint folder (its config.json holds the input shape)"
+    )
 
 
 def quantize(
     model: nn.Module | str | os.PathLike,
-    weight_bits: int = 8,
-    mem_bits: int = 16,
-    decay: str = "multiply",
-    beta_bits: int = 8,
-    scale: str = "pow2",
+    weight_bits: int = DEFAULT_FORMATS.weight_bits,
+    mem_bits: int = DEFAULT_FORMATS.mem_bits,
+    decay: str = DEFAULT_FORMATS.decay,
+    beta_bits: int = DEFAULT_FORMATS.beta_bits,
+    scale: str = DEFAULT_FORMATS.scale,
     input_shape: tuple[int, ...] | None = None,
 ) -> QuantNetwork:
-    """The integer network of a dense spiking MLP (see the module docstring for the rules)."""
+    """The integer network of a spiking model (see the module docstring for the rules): the same stages and
+    integers that integer-in-the-loop training runs (:func:`lfp_snn.engine.fixed.fixed_network`)."""
     model, cfg = load_model(model)
     check_finite(model)
-    _check_bits(weight_bits, mem_bits, beta_bits)
-    if decay not in DECAYS:
-        raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    pairs = _dense_pairs(model)
+    fmt = FixedPoint(weight_bits, mem_bits, beta_bits, decay, scale)
+    fx = fixed_network(build_graph(model), fmt, fused=False, warn=True)
     if input_shape is None:
-        input_shape = tuple(cfg["model"]["input_shape"]) if cfg is not None else (pairs[0][1].in_features,)
-    if math.prod(input_shape) != pairs[0][1].in_features:
-        raise ValueError(
-            f"input_shape {tuple(input_shape)} has {math.prod(input_shape)} values, the first Linear "
-            f"takes {pairs[0][1].in_features}"
-        )
-    layers = []
-    qmax_w, qmax_m = 2 ** (weight_bits - 1) - 1, 2 ** (mem_bits - 1) - 1
-    for name, lin, lif in pairs:
-        w = _np(lin.weight)
-        n = w.shape[0]
-        b = _np(lin.bias) if lin.bias is not None else np.zeros(n)
-        wmax = float(np.abs(w).max())
-        if wmax == 0.0:
-            s = 1.0
-        elif scale == "real":
-            s = wmax / qmax_w
+        input_shape = tuple(cfg["model"]["input_shape"]) if cfg is not None else _infer_input_shape(fx.stages)
+    shape, vmax, pre, layers = tuple(int(v) for v in input_shape), 1, [], []
+    for st in fx.stages:
+        m = st.module
+        if st.kind == "flatten":
+            new = (math.prod(shape),)
+            pre.append(QuantFlatten(st.name, shape, new))
+            shape = new
+            continue
+        if st.kind in ("max_pool", "sum_pool"):
+            if len(shape) != 3:
+                raise ValueError(
+                    f"layer {st.name!r} pools a {len(shape)}-D activation {shape}; it needs (C, H, W)"
+                )
+            k = _pair(m.kernel_size)
+            stride = _pair(m.stride if m.stride is not None else m.kernel_size)
+            padding = _pair(m.padding)
+            out = (shape[0], *_out_hw(shape, k, stride, padding, st.name))
+            P = QuantPool(
+                "max" if st.kind == "max_pool" else "sum", st.name, k, stride, padding, shape, out, st.divisor
+            )
+            pre.append(P)
+            shape, vmax = out, P.out_max if P.kind == "sum" else vmax
+            continue
+        q = st.quant
+        if isinstance(m, nn.Linear):
+            if math.prod(shape) != m.in_features:
+                raise ValueError(
+                    f"input_shape {tuple(input_shape)} leaves {math.prod(shape)} values for layer {st.name!r}, "
+                    f"which takes {m.in_features}"
+                )
+            kind, in_shape, out_shape = "dense", (m.in_features,), (m.out_features,)
+            stride, padding = (1, 1), (0, 0)
         else:
-            s = 2.0 ** math.ceil(math.log2(wmax / qmax_w))
-        wq, w_sat = _sat(_round(w / s), weight_bits)
-        bq, b_sat = _sat(_round(b / s), mem_bits)
-        thr = _per_neuron(lif.threshold, n, "threshold", name)
-        tq = _round(thr / s)
-        worst = float((thr / s).max())
-        if tq.max() > qmax_m:
-            need = int(tq.max()).bit_length() + 1
-            raise ValueError(
-                f"mem_bits={mem_bits} cannot hold the threshold of layer {name!r}: θ / scale = {worst:.6g} needs "
-                f"{need} bits (scale {s:.6g} from max|w| = {wmax:.6g} at weight_bits={weight_bits}); raise mem_bits "
-                "or lower weight_bits"
-            )
-        if tq.min() < 1:
-            raise ValueError(
-                f"the threshold of layer {name!r} rounds to {int(tq.min())} LSB (θ / scale = {float((thr / s).min()):.3g}); "
-                "raise weight_bits"
-            )
-        if b_sat or w_sat:
-            warnings.warn(f"layer {name!r}: {w_sat} weights and {b_sat} biases saturated", stacklevel=2)
-        beta = _per_neuron(lif.beta, n, "beta", name)
-        betaq, eff = _quantize_beta(beta, decay, beta_bits, mem_bits, name)
-        info = {
-            "beta_float": [float(beta.min()), float(beta.max())],
-            "beta_effective": [float(eff.min()), float(eff.max())],
-            "max_abs_weight": wmax,
-            "saturated": {"weight": w_sat, "bias": b_sat},
-            "threshold_float": [float(thr.min()), float(thr.max())],
-        }
+            if len(shape) != 3 or shape[0] != m.in_channels:
+                raise ValueError(
+                    f"layer {st.name!r} (Conv2d, {m.in_channels} input channels) reads an activation of shape "
+                    f"{shape}"
+                )
+            stride, padding = _pair(m.stride), _pair(m.padding)
+            kind, in_shape = "conv", shape
+            out_shape = (m.out_channels, *_out_hw(shape, _pair(m.kernel_size), stride, padding, st.name))
         layers.append(
-            QuantLayer(name, wq, bq, tq.astype(np.int64), betaq, lif.reset, bool(lif.reset_delay), s, info)
+            QuantLayer(
+                st.name,
+                q.weight.cpu().numpy(),
+                q.bias.cpu().numpy(),
+                _per_neuron(q.threshold, out_shape, "threshold", st.name),
+                _per_neuron(q.beta, out_shape, "beta", st.name),
+                st.lif.reset,
+                bool(st.lif.reset_delay),
+                q.scale,
+                q.info,
+                kind,
+                in_shape,
+                out_shape,
+                stride,
+                padding,
+                vmax,
+                pre,
+            )
         )
-    return QuantNetwork(layers, weight_bits, mem_bits, decay, beta_bits, tuple(int(v) for v in input_shape))
+        pre, shape, vmax = [], out_shape, 1
+    return QuantNetwork(
+        layers, weight_bits, mem_bits, decay, beta_bits, tuple(int(v) for v in input_shape), scale
+    )
 
 
 # -------------------------------------------------------------------------------------------- file writers
@@ -264,12 +241,10 @@ def _write_mif(path: Path, values, bits: int, comment: str) -> None:
 def _spike_words(spikes: np.ndarray) -> list[int]:
     """uint8 [T, S, N] -> one integer per (sample, step), sample-major; bit j = neuron j."""
     T, S, N = spikes.shape
-    weights = [1 << j for j in range(N)]
-    out = []
-    for s in range(S):
-        for t in range(T):
-            out.append(sum(w for w, b in zip(weights, spikes[t, s].tolist()) if b))
-    return out
+    packed = np.packbits(
+        spikes.transpose(1, 0, 2).reshape(S * T, N).astype(np.uint8), axis=1, bitorder="little"
+    )
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
 
 
 def _ctype(bits: int, signed: bool) -> str:
@@ -300,7 +275,8 @@ def _c_header(net: QuantNetwork, man: dict) -> str:
     bw = man["number_formats"]["beta"]["bits"]
     out = [
         "/* lfp_snn_model.h -- generated by lfp_snn.export.export_fpga; do not edit.",
-        " * Integer dense spiking MLP; order of operations per time step (manifest.json):",
+        " * Integer spiking network (dense and convolutional LIF layers, pooling of spikes); order of operations",
+        " * per time step (manifest.json):",
         *[f" *   {line}" for line in ORDER_OF_OPERATIONS],
         " */",
         "#ifndef LFP_SNN_MODEL_H",
@@ -322,7 +298,7 @@ def _c_header(net: QuantNetwork, man: dict) -> str:
     for i, L in enumerate(net.layers):
         p = f"LFP_SNN_L{i}"
         out += [
-            f"/* layer {i}: torch layer {L.name!r}, scale {L.scale!r} per LSB */",
+            f"/* layer {i}: torch layer {L.name!r} ({L.kind}), scale {L.scale!r} per LSB */",
             f"#define {p}_N_IN {L.n_in}",
             f"#define {p}_N_OUT {L.n_out}",
             f"#define {p}_ACC_BITS {man['layers'][i]['acc_bits']}",
@@ -333,8 +309,11 @@ def _c_header(net: QuantNetwork, man: dict) -> str:
             _c_array(_ctype(M, True), f"lfp_snn_l{i}_threshold", L.threshold),
             _c_array(_ctype(bw, False), f"lfp_snn_l{i}_beta", L.beta),
         ]
-    out += [_C_COMMON, *[_c_layer_step(i) for i in range(len(net.layers))], _c_network(len(net.layers))]
-    out += ["#endif /* LFP_SNN_MODEL_H */", ""]
+    out.append(_C_COMMON)
+    for i, L in enumerate(net.layers):
+        out += [_c_pool(i, j, P) for j, P in enumerate(L.pre) if P.kind != "flatten"]
+        out.append(_c_layer_step(i, L))
+    out += [_c_network(net), "#endif /* LFP_SNN_MODEL_H */", ""]
     return "\n".join(out)
 
 
@@ -370,36 +349,90 @@ static inline int lfp_snn_neuron(int64_t *u, int64_t acc, int64_t th, int64_t b,
 """
 
 
-def _c_layer_step(i: int) -> str:
-    p = f"LFP_SNN_L{i}"
-    return f"""static inline void lfp_snn_l{i}_step(int64_t *u, const uint8_t *x, uint8_t *s) {{
-    for (int o = 0; o < {p}_N_OUT; ++o) {{
-        int64_t acc = lfp_snn_l{i}_bias[o];
-        for (int i = 0; i < {p}_N_IN; ++i)
-            if (x[i]) acc += lfp_snn_l{i}_weight[o * {p}_N_IN + i];
-        s[o] = (uint8_t)lfp_snn_neuron(&u[o], acc, lfp_snn_l{i}_threshold[o], lfp_snn_l{i}_beta[o],
-                                       {p}_RESET_SUBTRACT, {p}_RESET_DELAY);
-    }}
+def _c_pool(i: int, j: int, P) -> str:
+    """Pre stage j of layer i: a max (OR) or sum pool of 0/1 spikes, [C][H][W] -> [C][OH][OW] bytes."""
+    (C, H, Wd), (_, OH, OW) = P.in_shape, P.out_shape
+    (kh, kw), (sh, sw), (ph, pw) = P.kernel, P.stride, P.padding
+    combine = (
+        "v |= x[(c * {H} + iy) * {W} + ix];" if P.kind == "max" else "v += x[(c * {H} + iy) * {W} + ix];"
+    )
+    return f"""static inline void lfp_snn_l{i}_pre{j}(const uint8_t *x, uint8_t *y) {{ /* {P.kind} pool {P.name!r} */
+    for (int c = 0; c < {C}; ++c)
+        for (int oy = 0; oy < {OH}; ++oy)
+            for (int ox = 0; ox < {OW}; ++ox) {{
+                uint8_t v = 0;
+                for (int ky = 0; ky < {kh}; ++ky)
+                    for (int kx = 0; kx < {kw}; ++kx) {{
+                        int iy = oy * {sh} + ky - {ph}, ix = ox * {sw} + kx - {pw};
+                        if (iy >= 0 && iy < {H} && ix >= 0 && ix < {Wd}) {combine.format(H=H, W=Wd)}
+                    }}
+                y[(c * {OH} + oy) * {OW} + ox] = v;
+            }}
 }}
 """
 
 
-def _c_network(n: int) -> str:
-    fields = "\n".join(
-        f"    int64_t u{i}[LFP_SNN_L{i}_N_OUT];\n    uint8_t s{i}[LFP_SNN_L{i}_N_OUT];" for i in range(n)
+def _c_layer_step(i: int, L: QuantLayer) -> str:
+    p = f"LFP_SNN_L{i}"
+    neuron = (
+        f"lfp_snn_neuron(&u[o], acc, lfp_snn_l{i}_threshold[o], lfp_snn_l{i}_beta[o], {p}_RESET_SUBTRACT, "
+        f"{p}_RESET_DELAY)"
     )
-    calls = "\n".join(
-        f"    lfp_snn_l{i}_step(st->u{i}, {'in' if i == 0 else f'st->s{i - 1}'}, st->s{i});" for i in range(n)
-    )
+    if L.kind == "dense":
+        return f"""static inline void lfp_snn_l{i}_step(int64_t *u, const uint8_t *x, uint8_t *s) {{
+    for (int o = 0; o < {p}_N_OUT; ++o) {{
+        int64_t acc = lfp_snn_l{i}_bias[o];
+        for (int i = 0; i < {p}_N_IN; ++i)
+            if (x[i]) acc += (int64_t)lfp_snn_l{i}_weight[o * {p}_N_IN + i] * x[i];
+        s[o] = (uint8_t){neuron};
+    }}
+}}
+"""
+    (C, H, Wd), (CO, OH, OW) = L.in_shape, L.out_shape
+    kh, kw = L.weight.shape[2:]
+    (sh, sw), (ph, pw) = L.stride, L.padding
+    return f"""static inline void lfp_snn_l{i}_step(int64_t *u, const uint8_t *x, uint8_t *s) {{ /* convolution */
+    for (int c = 0; c < {CO}; ++c)
+        for (int oy = 0; oy < {OH}; ++oy)
+            for (int ox = 0; ox < {OW}; ++ox) {{
+                int o = (c * {OH} + oy) * {OW} + ox;
+                int64_t acc = lfp_snn_l{i}_bias[c];
+                for (int ci = 0; ci < {C}; ++ci)
+                    for (int ky = 0; ky < {kh}; ++ky)
+                        for (int kx = 0; kx < {kw}; ++kx) {{
+                            int iy = oy * {sh} + ky - {ph}, ix = ox * {sw} + kx - {pw};
+                            if (iy < 0 || iy >= {H} || ix < 0 || ix >= {Wd}) continue;
+                            uint8_t v = x[(ci * {H} + iy) * {Wd} + ix];
+                            if (v) acc += (int64_t)lfp_snn_l{i}_weight[((c * {C} + ci) * {kh} + ky) * {kw} + kx] * v;
+                        }}
+                s[o] = (uint8_t){neuron};
+            }}
+}}
+"""
+
+
+def _c_network(net: QuantNetwork) -> str:
+    fields, calls = [], []
+    for i, L in enumerate(net.layers):
+        fields += [f"    int64_t u{i}[LFP_SNN_L{i}_N_OUT];", f"    uint8_t s{i}[LFP_SNN_L{i}_N_OUT];"]
+        src = "in" if i == 0 else f"st->s{i - 1}"
+        for j, P in enumerate(L.pre):
+            if P.kind == "flatten":
+                continue
+            fields.append(f"    uint8_t p{i}_{j}[{math.prod(P.out_shape)}];")
+            calls.append(f"    lfp_snn_l{i}_pre{j}({src}, st->p{i}_{j});")
+            src = f"st->p{i}_{j}"
+        calls.append(f"    lfp_snn_l{i}_step(st->u{i}, {src}, st->s{i});")
+    fields_s, calls_s = "\n".join(fields), "\n".join(calls)
     return f"""typedef struct {{
-{fields}
-}} lfp_snn_state;  /* membranes u<l> and the last step's spikes s<l> of every layer */
+{fields_s}
+}} lfp_snn_state;  /* membranes u<l> and the last step's spikes s<l> of every layer, pooled inputs p<l>_<j> */
 
 static inline void lfp_snn_reset(lfp_snn_state *st) {{ memset(st, 0, sizeof *st); }}
 
 /* one time step of the whole network; in: LFP_SNN_INPUT_SIZE bytes of 0/1 */
 static inline void lfp_snn_step(lfp_snn_state *st, const uint8_t *in) {{
-{calls}
+{calls_s}
 }}
 """
 
@@ -422,29 +455,78 @@ def _golden_inputs(net: QuantNetwork, inputs, samples: int, steps: int, rate: fl
     return check_spikes(inputs, net.n_in, "inputs (golden test vectors)")
 
 
+def _pre_entry(P) -> dict:
+    if P.kind == "flatten":
+        return {
+            "type": "flatten",
+            "name": P.name,
+            "in_shape": list(P.in_shape),
+            "out_shape": list(P.out_shape),
+        }
+    entry = {
+        "type": f"{P.kind}_pool",
+        "name": P.name,
+        "kernel": list(P.kernel),
+        "stride": list(P.stride),
+        "padding": list(P.padding),
+        "in_shape": list(P.in_shape),
+        "out_shape": list(P.out_shape),
+        "out_bits": int(P.out_max).bit_length(),
+    }
+    if P.kind == "sum":
+        entry["divisor"] = P.divisor
+        entry["note"] = (
+            "the spike count of each window (zero padding); the average pool's 1/divisor is folded into the "
+            "weights of the layer that reads it"
+        )
+    else:
+        entry["note"] = "OR of the spikes in each window (= their maximum; zero padding)"
+    return entry
+
+
+def _layer_entry(i: int, L: QuantLayer, W: int, M: int, files: dict) -> dict:
+    entry = {
+        "index": i,
+        "name": L.name,
+        "type": "dense_lif" if L.kind == "dense" else "conv_lif",
+        "n_in": L.n_in,
+        "n_out": L.n_out,
+        "in_shape": list(L.in_shape) if L.in_shape else [L.n_in],
+        "out_shape": list(L.out_shape) if L.out_shape else [L.n_out],
+        "fan_in": L.fan_in,
+        "input_max": L.in_max,
+        "input_bits": int(L.in_max).bit_length(),
+        "pre": [_pre_entry(P) for P in L.pre],
+        "scale": L.scale,
+        "weight_format": _q_format(W, L.scale),
+        "membrane_format": _q_format(M, L.scale),
+        "acc_bits": acc_bits_for(L, W, M),
+    }
+    if L.kind == "dense":
+        entry["weight_layout"] = (
+            "row-major [n_out][n_in]: word o * n_in + i is the weight from input i to neuron o"
+        )
+        entry["bias_layout"] = "one word per neuron"
+    else:
+        co, ci, kh, kw = L.weight.shape
+        entry.update(
+            kernel=[kh, kw],
+            stride=list(L.stride),
+            padding=list(L.padding),
+            weight_layout="row-major [c_out][c_in][ky][kx]: word ((c * C_in + ci) * kh + ky) * kw + kx",
+            bias_layout="one word per output channel",
+            neuron_layout="C order (c, y, x): neuron o = (c * H_out + y) * W_out + x; threshold, beta and the "
+            "membranes have one word per neuron",
+            window="neuron (c, y, x) reads input (ci, y * stride_h + ky - pad_h, x * stride_w + kx - pad_w); "
+            "positions outside the input are 0 (zero padding)",
+        )
+    entry.update(reset=L.reset, reset_delay=L.reset_delay, files=files, **L.info)
+    return entry
+
+
 def _manifest(net: QuantNetwork, files: dict, vectors: dict, beta_w: int) -> dict:
     W, M = net.weight_bits, net.mem_bits
-    layers = []
-    for i, L in enumerate(net.layers):
-        acc = acc_bits_for(L, W, M)
-        layers.append(
-            {
-                "index": i,
-                "name": L.name,
-                "type": "dense_lif",
-                "n_in": L.n_in,
-                "n_out": L.n_out,
-                "scale": L.scale,
-                "weight_format": _q_format(W, L.scale),
-                "membrane_format": _q_format(M, L.scale),
-                "acc_bits": acc,
-                "weight_layout": "row-major [n_out][n_in]: word o * n_in + i is the weight from input i to neuron o",
-                "reset": L.reset,
-                "reset_delay": L.reset_delay,
-                "files": files[i],
-                **L.info,
-            }
-        )
+    layers = [_layer_entry(i, L, W, M, files[i]) for i, L in enumerate(net.layers)]
     return {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_VERSION,
@@ -461,8 +543,14 @@ def _manifest(net: QuantNetwork, files: dict, vectors: dict, beta_w: int) -> dic
                 "signed": True,
                 "encoding": "two's complement",
                 "per_layer_q": "layers[].weight_format",
+                "scale_mode": net.scale,
             },
             "bias": {"bits": M, "signed": True, "encoding": "two's complement", "scale": "the layer's scale"},
+            "inputs": {
+                "bits": "layers[].input_bits",
+                "signed": False,
+                "note": "a layer's inputs are spikes (1 bit) or, after a sum pool, spike counts",
+            },
             "threshold": {
                 "bits": M,
                 "signed": True,
@@ -478,7 +566,7 @@ def _manifest(net: QuantNetwork, files: dict, vectors: dict, beta_w: int) -> dic
             "accumulator": {
                 "bits": "layers[].acc_bits",
                 "signed": True,
-                "note": "n_in 2^(W-1) + 2^(M-1) fits, so the accumulator never overflows",
+                "note": "fan_in input_max 2^(W-1) + 2^(M-1) fits, so the accumulator never overflows",
             },
             "beta": {
                 "bits": beta_w,
@@ -501,7 +589,9 @@ def _manifest(net: QuantNetwork, files: dict, vectors: dict, beta_w: int) -> dic
     }
 
 
-def _write_bundle(root: Path, net: QuantNetwork, golden_x: np.ndarray) -> None:
+def _write_bundle(
+    root: Path, net: QuantNetwork, golden_x: np.ndarray, trained: FixedPoint | None = None
+) -> None:
     from .verilog import generate_hdl
 
     W, M = net.weight_bits, net.mem_bits
@@ -547,6 +637,7 @@ def _write_bundle(root: Path, net: QuantNetwork, golden_x: np.ndarray) -> None:
         "source": "lfp_snn.export.simulator (the integer reference simulator)",
     }
     man = _manifest(net, files, vectors, beta_w)
+    man["trained_in_the_loop"] = trained.to_dict() if trained is not None else None
     (root / "lfp_snn_model.h").write_text(_c_header(net, man))
     for rel, text in generate_hdl(man).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -560,13 +651,107 @@ def _write_bundle(root: Path, net: QuantNetwork, golden_x: np.ndarray) -> None:
     (root / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
 
 
+BUNDLE_FOLDERS = ("hdl", "vectors")
+"""The sub-folders a bundle has (every other path in it is a file its manifest lists)."""
+
+
+def _contents(root: Path) -> tuple[set[str], set[str], set[str]]:
+    """(files, folders, links) under ``root``, as posix paths relative to it; links are not followed."""
+    files, folders, links = set(), set(), set()
+    for here, dirs, names in os.walk(root, followlinks=False):
+        rel = Path(here).relative_to(root)
+        for d in list(dirs):
+            p = (rel / d).as_posix()
+            if (Path(here) / d).is_symlink():
+                links.add(p)
+                dirs.remove(d)
+            else:
+                folders.add(p)
+        for n in names:
+            p = (rel / n).as_posix()
+            (links if (Path(here) / n).is_symlink() else files).add(p)
+    return files, folders, links
+
+
+def _shown(paths, limit: int = 5) -> str:
+    paths = sorted(paths)
+    more = f", ... ({len(paths)} in all)" if len(paths) > limit else ""
+    return ", ".join(paths[:limit]) + more
+
+
+def _holds(files: set[str], folders: set[str], links: set[str]) -> str:
+    parts = []
+    if files:
+        parts.append(f"{len(files)} file{'s' * (len(files) != 1)} ({_shown(files)})")
+    if links:
+        parts.append(f"{len(links)} link{'s' * (len(links) != 1)} ({_shown(links)})")
+    if folders and not files and not links:
+        parts.append(f"{len(folders)} empty folder{'s' * (len(folders) != 1)} ({_shown(folders)})")
+    return " and ".join(parts)
+
+
+def _not_ours(target: Path, why: str, holding: str) -> ValueError:
+    return ValueError(
+        f"{target} is not an lfp-snn FPGA bundle ({why}); it holds {holding}; refusing to replace it: export "
+        "to a new or empty folder"
+    )
+
+
+def _bundle_listing(target: Path) -> set[str]:
+    """The files of the bundle in ``target`` as its manifest lists them (manifest.json included), after
+    checking that ``target`` holds exactly such a bundle, as :func:`export_fpga` wrote it: a manifest whose
+    ``format`` field names the lfp-snn bundle format, every other file listed there with an unchanged
+    sha256, no other files, folders or links. ValueError naming the folder and what it holds otherwise."""
+    files, folders, links = _contents(target)
+    holding = _holds(files, folders, links)
+    if "manifest.json" not in files:
+        raise _not_ours(target, "no manifest.json", holding)
+    try:
+        man = json.loads((target / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise _not_ours(target, f"its manifest.json cannot be read as JSON: {e}", holding) from None
+    fmt = man.get("format") if isinstance(man, dict) else None
+    if fmt != BUNDLE_FORMAT:
+        raise _not_ours(target, f"its manifest.json has format {fmt!r}, not {BUNDLE_FORMAT!r}", holding)
+    listed = man.get("files")
+    if not isinstance(listed, dict) or not all(isinstance(k, str) for k in listed):
+        raise _not_ours(target, "its manifest.json of that format lists no files with their sha256", holding)
+    ours = set(listed) | {"manifest.json"}
+    parents = {p.as_posix() for rel in ours for p in Path(rel).parents if p != Path(".")}
+    others = (files - ours) | (folders - parents - set(BUNDLE_FOLDERS)) | links
+    if others:
+        raise ValueError(
+            f"{target} is an lfp-snn FPGA bundle but also holds {len(others)} path(s) that are not part of it "
+            f"({_shown(others)}); refusing to replace it, even with overwrite: move those away first"
+        )
+    changed = sorted(rel for rel in set(listed) & files if sha256_file(target / rel) != listed[rel])
+    if changed:
+        raise ValueError(
+            f"{target} is an lfp-snn FPGA bundle, but {_shown(changed)} changed since it was written (the "
+            "sha256 differs from its manifest); refusing to replace it, even with overwrite: move the bundle "
+            "away first"
+        )
+    return ours
+
+
 def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename the finished bundle ``tmp`` to ``target``. An old bundle there is renamed aside first and
+    deleted only after checking it once more (it may have changed since :func:`check_replaceable`); if it is
+    no longer exactly a bundle, it is put back and nothing is deleted."""
     if not target.exists():
         os.replace(tmp, target)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
     os.rmdir(old)
     os.replace(target, old)
+    try:
+        _bundle_listing(old)
+    except ValueError:
+        os.replace(old, target)
+        raise ValueError(
+            f"{target} changed while the new bundle was written: it is no longer exactly an lfp-snn FPGA "
+            "bundle; it was left as it is and nothing was replaced"
+        ) from None
     try:
         os.replace(tmp, target)
     except BaseException:
@@ -577,48 +762,69 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
 
 def check_replaceable(target: Path, overwrite: bool) -> None:
     """Raise unless ``target`` is absent, an empty folder, or (with ``overwrite``) exactly a bundle written by
-    :func:`export_fpga`: its manifest.json says so and the folder holds the files it lists and nothing else."""
-    if not target.exists():
+    :func:`export_fpga`: its manifest.json's ``format`` field names the bundle format, and the folder holds
+    the files it lists, unchanged (sha256), and nothing else. Any other folder is refused with one error
+    naming it and what it holds; nothing is ever deleted that export_fpga did not write."""
+    if not target.exists() and not target.is_symlink():
         return
-    if not target.is_dir():
-        raise ValueError(f"{target} exists and is not a directory")
-    found = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() or p.is_symlink()}
-    if not found and not any(target.iterdir()):
+    if target.is_symlink() or not target.is_dir():
+        raise ValueError(
+            f"{target} exists and is {'a link' if target.is_symlink() else 'a file'}, not a folder; refusing "
+            "to replace it"
+        )
+    if not any(target.iterdir()):
         return
-    try:
-        man = json.loads((target / "manifest.json").read_text())
-        listed = set(man["files"]) | {"manifest.json"}
-        ours = man.get("producer") == "lfp_snn.export.export_fpga" and man.get("format") == BUNDLE_FORMAT
-    except (OSError, ValueError, KeyError, TypeError):
-        ours, listed = False, set()
-    if not ours:
-        raise ValueError(
-            f"{target} is a non-empty directory without manifest.json of an lfp-snn FPGA bundle; refusing to "
-            "replace it (export to a new or empty folder)"
-        )
-    others = sorted(found - listed)
-    if others:
-        shown = ", ".join(others[:5]) + (f", ... ({len(others)} files)" if len(others) > 5 else "")
-        raise ValueError(
-            f"{target} is an lfp-snn FPGA bundle but also holds files that are not part of it ({shown}); "
-            "refusing to replace it, even with overwrite: move those files away first"
-        )
+    _bundle_listing(target)
     if not overwrite:
         raise FileExistsError(
             f"{target} holds an FPGA bundle already; pass overwrite=True (--overwrite) to replace it"
         )
 
 
+FORMAT_NAMES = ("weight_bits", "mem_bits", "beta_bits", "decay", "scale")
+
+
+def trained_formats(cfg: dict | None) -> FixedPoint | None:
+    """The number formats a checkpoint was trained with in the loop (its config.json's ``train`` entry has
+    ``weight_bits``), or None for a float run."""
+    train = (cfg or {}).get("train") or {}
+    if train.get("weight_bits") is None:
+        return None
+    d = DEFAULT_FORMATS.to_dict()
+    return FixedPoint(**{k: train.get(k, d[k]) for k in FORMAT_NAMES})
+
+
+def resolve_formats(cfg: dict | None, where: str = "the run", **given) -> FixedPoint:
+    """The formats to export with: those given (None: not given), else the run's trained formats, else the
+    defaults. A run trained in the loop exported with other formats is a ValueError naming both: its bundle
+    would not reproduce the spikes training computed."""
+    trained = trained_formats(cfg)
+    base = (trained or DEFAULT_FORMATS).to_dict()
+    want = {k: (base[k] if given.get(k) is None else given[k]) for k in FORMAT_NAMES}
+    if trained is not None:
+        differ = [k for k in FORMAT_NAMES if want[k] != base[k]]
+        if differ:
+            asked = ", ".join(f"{k}={want[k]!r}" for k in differ)
+            had = ", ".join(f"{k}={base[k]!r}" for k in differ)
+            raise ValueError(
+                f"{where} was trained in the loop with {trained.describe()}; the export asks for {asked} (trained: "
+                f"{had}), so the bundle would not reproduce the spikes training computed. Export with the trained "
+                "formats (leave those options out), or load the model (lfp_snn.checkpoint.load_checkpoint) and "
+                "export the module to quantise it otherwise"
+            )
+    return FixedPoint(**want)
+
+
 def export_fpga(
     model_or_folder: nn.Module | str | os.PathLike,
     out_dir: str | os.PathLike,
-    weight_bits: int = 8,
-    mem_bits: int = 16,
-    decay: str = "multiply",
+    weight_bits: int | None = None,
+    mem_bits: int | None = None,
+    decay: str | None = None,
     inputs=None,
     *,
-    beta_bits: int = 8,
-    scale: str = "pow2",
+    beta_bits: int | None = None,
+    scale: str | None = None,
     samples: int = 4,
     steps: int = 25,
     rate: float = 0.25,
@@ -626,7 +832,11 @@ def export_fpga(
     input_shape: tuple[int, ...] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a fixed-point FPGA bundle of a dense spiking MLP to ``out_dir``; return its path.
+    """Write a fixed-point FPGA bundle of a spiking model to ``out_dir``; return its path.
+
+    The number formats (``weight_bits``, ``mem_bits``, ``decay``, ``beta_bits``, ``scale``) not given are a
+    checkpoint's trained formats when it was trained in the loop (``lfp-snn train --weight-bits``; other
+    formats than trained are a ValueError naming both), else 8, 16, ``"multiply"``, 8, ``"pow2"``.
 
     ``inputs``: binary spikes [T, B, ...] for the golden test vectors; default ``samples`` random Bernoulli
     spike trains of ``steps`` steps (firing probability ``rate``, ``seed``). The bundle is written into a
@@ -636,13 +846,20 @@ def export_fpga(
     """
     target = Path(out_dir).absolute()
     check_replaceable(target, overwrite)
-    net = quantize(model_or_folder, weight_bits, mem_bits, decay, beta_bits, scale, input_shape)
+    model, cfg = load_model(model_or_folder)
+    where = str(model_or_folder) if cfg is not None else "the model"
+    fmt = resolve_formats(
+        cfg, where, weight_bits=weight_bits, mem_bits=mem_bits, decay=decay, beta_bits=beta_bits, scale=scale
+    )
+    if input_shape is None and cfg is not None:
+        input_shape = tuple(cfg["model"]["input_shape"])
+    net = quantize(model, fmt.weight_bits, fmt.mem_bits, fmt.decay, fmt.beta_bits, fmt.scale, input_shape)
     golden = _golden_inputs(net, inputs, samples, steps, rate, seed)
     check_replaceable(target, overwrite)  # again: the folder may have changed while the model was quantised
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
-        _write_bundle(tmp, net, golden)
+        _write_bundle(tmp, net, golden, trained_formats(cfg))
         _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..homeostasis import MODES as HOMEOSTASIS_MODES
 from ..homeostasis import Homeostasis
 from ..models import ARCHS, ModelConfig, is_spiking_arch
+from ..quantization import DECAYS, DEFAULT_FORMATS, SCALES, FixedPoint
 from ..rules import ACTIVITIES, MembraneShare, get_composite
 from .methods import METHODS, PRECISIONS, REWARD_NORMS, check_extra, trained_by
 from .schedules import NOISE_SCHEDULES, SCHEDULES
@@ -60,6 +61,12 @@ class TrainConfig:
     micro_batch: int | None = None  # LFP: run each batch in slices of this many samples (less memory)
     recompute: bool = False  # LFP: keep spikes only, recompute currents and membranes in the feedback
     time_chunk: int | None = None  # LFP, SNN: feedback in stretches of this many steps (least memory)
+    # integer-in-the-loop LFP (docs/export.md): the forward in the FPGA bundle's fixed point; None = float
+    weight_bits: int | None = None  # bits of the quantised weights; None: off
+    mem_bits: int = DEFAULT_FORMATS.mem_bits  # membrane, bias and threshold bits
+    beta_bits: int = DEFAULT_FORMATS.beta_bits  # fraction bits of β_q (decay multiply)
+    decay: str = DEFAULT_FORMATS.decay  # multiply | shift
+    scale: str = DEFAULT_FORMATS.scale  # pow2 | real: each layer's LSB
     progress: bool = True  # a progress bar per epoch (only where stderr is a terminal)
     metrics_format: str = "jsonl"
     extra: dict = field(default_factory=dict)
@@ -86,6 +93,12 @@ class TrainConfig:
             self.membrane_tau,
         )
         return share if share.active else None
+
+    def fixed_point(self) -> FixedPoint | None:
+        """The number formats of integer-in-the-loop training, or None when it is off (``weight_bits``)."""
+        if self.weight_bits is None:
+            return None
+        return FixedPoint(self.weight_bits, self.mem_bits, self.beta_bits, self.decay, self.scale)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad value (or pair of values that do not go together)."""
@@ -134,6 +147,8 @@ class TrainConfig:
                 self.time_chunk is None or (isinstance(self.time_chunk, int) and self.time_chunk >= 1),
                 f"time_chunk must be an integer >= 1 or None, got {self.time_chunk!r}",
             ),
+            (self.decay in DECAYS, f"decay must be one of {DECAYS}, got {self.decay!r}"),
+            (self.scale in SCALES, f"scale must be one of {SCALES}, got {self.scale!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -182,6 +197,24 @@ class TrainConfig:
         if self.method == "lfp":
             get_composite(self.rule, self.eps)  # an unknown rule: ValueError listing the presets
         check_extra(self.method, self.extra)  # another method's extra key; R-STDP's values
+        if self.weight_bits is not None:
+            self.fixed_point()  # the formats' ranges, with the values named
+            clash = {
+                "rule": self.rule if self.rule != "epsilon" else None,
+                "time_chunk": self.time_chunk,
+                "recompute": self.recompute or None,
+                "input_noise": self.input_noise or None,
+                "membrane_share": self.membrane_share or None,
+                "membrane_share_weight": self.membrane_share_weight or None,
+                "reward_norm": self.reward_norm if self.reward_norm != "none" else None,
+            }
+            used = [f"{k}={v!r}" for k, v in clash.items() if v is not None]
+            if used and self.method == "lfp":
+                raise ValueError(
+                    f"weight_bits={self.weight_bits} (integer-in-the-loop LFP) cannot be combined with "
+                    f"{', '.join(used)}: the integer forward runs the whole sequence at once on binary spikes, "
+                    "and its reverse pass is the LFP-ε rule"
+                )
         _refuse_unused(self, unused_fields(self))
 
     def _check_types(self) -> None:
@@ -189,7 +222,7 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             kind = type(getattr(_DEFAULTS, f.name))
-            if f.name in ("micro_batch", "time_chunk"):
+            if f.name in ("micro_batch", "time_chunk", "weight_bits"):
                 ok, what = v is None or _is_int(v), "an integer or None"
             elif kind is bool:
                 ok, what = isinstance(v, bool), "true or false"
@@ -230,6 +263,11 @@ def unused_fields(
         out["momentum"] = f"it is SGD's momentum; optimizer {train.optimizer!r} has none"
     if train.clip == "none":
         out["clip_value"] = "it is the bound of update clipping, and clip is 'none'"
+    if train.weight_bits is None:
+        for name in FORMAT_FIELDS:
+            out[name] = (
+                "it is a number format of integer-in-the-loop training, which weight_bits (--weight-bits) turns on, and that is off"
+            )
     if model is not None and model.arch in ARCHS and not is_spiking_arch(model.arch):
         for name in SPIKING_FIELDS:
             out[name] = f"it applies to spiking models; arch {model.arch!r} is an ANN"
@@ -244,6 +282,12 @@ def check_run(model: ModelConfig, train: TrainConfig, temporal: bool = False) ->
     model.validate()
     train.validate()
     _refuse_unused(train, unused_fields(train, model, temporal))
+    if train.weight_bits is not None and not temporal and train.encoder not in SPIKE_ENCODERS:
+        raise ValueError(
+            f"weight_bits={train.weight_bits} runs the integer network, which takes binary input spikes (as the "
+            f"FPGA bundle does); encoder {train.encoder!r} gives analogue values: use encoder "
+            f"{' or '.join(repr(e) for e in SPIKE_ENCODERS)}"
+        )
 
 
 def _refuse_unused(train: TrainConfig, unused: dict[str, str]) -> None:
@@ -256,6 +300,12 @@ def _refuse_unused(train: TrainConfig, unused: dict[str, str]) -> None:
 
 _DEFAULTS = TrainConfig()
 
+SPIKE_ENCODERS = ("rate", "latency")
+"""The encoders that give binary spikes, which integer-in-the-loop training (and the FPGA bundle) takes."""
+
+FORMAT_FIELDS = ("mem_bits", "beta_bits", "decay", "scale")
+"""The number formats of integer-in-the-loop training besides weight_bits (which turns it on)."""
+
 LFP_FIELDS = (
     "rule",
     "reward",
@@ -264,6 +314,7 @@ LFP_FIELDS = (
     "feedback_precision",
     "membrane_share",
     "membrane_share_weight",
+    "weight_bits",
 )
 """TrainConfig fields of the LFP method only (the engine's memory options are refused above by name)."""
 SPIKING_FIELDS = (
@@ -274,6 +325,7 @@ SPIKING_FIELDS = (
     "membrane_share",
     "membrane_share_weight",
     "homeostasis",
+    "weight_bits",
 )
 """TrainConfig fields that apply to spiking models only."""
 

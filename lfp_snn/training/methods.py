@@ -88,6 +88,7 @@ def feedback_plan(cfg, input_noise: float = 0.0) -> FeedbackPlan:
         membrane_share=cfg.membrane(),
         reward_norm=REWARD_NORMS[cfg.reward_norm],
         input_noise=input_noise,
+        fixed_point=cfg.fixed_point(),
     )
 
 

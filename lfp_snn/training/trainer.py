@@ -27,7 +27,8 @@ from ..checkpoint import (
 )
 from ..data import sample_shape
 from ..encoders import get_encoder
-from ..engine import run
+from ..engine import FeedbackPlan, build_graph, run
+from ..engine.fixed import fixed_network
 from ..models import ModelConfig, build_model, is_spiking_arch
 from ..neurons import LIF
 from ..rewards import get_reward
@@ -94,6 +95,11 @@ class Trainer:
         self.scheduler = None
         self.epoch = 0
         self.step_fn = METHODS[config.method](self)
+        fixed = config.fixed_point()
+        # the forward that evaluation runs: the integer network for integer-in-the-loop training
+        self.eval_plan = FeedbackPlan(fixed_point=fixed) if fixed is not None else None
+        if fixed is not None:  # refuse a model the integer network cannot hold before any step, and say once
+            fixed_network(build_graph(self.model), fixed, warn=True)  # what its formats approximate
         self._noise_scale = 1.0
         self.homeostasis = config.homeostasis_rule() if self.spiking else None
         self._initial: dict[str, Tensor] | None = None
@@ -190,7 +196,11 @@ class Trainer:
         correct, n = 0, 0
         temporal = getattr(data, "temporal", False)
         for x, y in data.batches(batch_size or self.config.eval_batch_size, shuffle=False):
-            out = run(self.model, self.encode(x, temporal)) if self.spiking else self._ann_forward(x)
+            out = (
+                run(self.model, self.encode(x, temporal), plan=self.eval_plan)
+                if self.spiking
+                else self._ann_forward(x)
+            )
             correct += int((predictions(out, self.spiking).cpu() == y).sum())
             n += len(y)
         self.model.train()

@@ -25,6 +25,7 @@ from ...kernels import lif_feedback, lif_forward
 from ...kernels.torch_scan import membrane
 from ...neurons.lif import LIF, check_lif_parameters, check_lif_shapes
 from ...ops import row_slices
+from ...quantization import fixed_lif_scan
 from ..activations import Act
 from .base import Back
 from .neuron import NeuronHandler, NeuronSetup
@@ -57,6 +58,8 @@ class LIFHandler(NeuronHandler):
         s: NeuronSetup = ctx.setup(node)
         T, dt = ctx.steps, ctx.dtype
         check_lif_shapes(m.parameters_, a.value.shape[1:], node.describe())
+        if ctx.compiled.fixed is not None:
+            return self._forward_fixed(node, a, ctx, ctx.compiled.fixed)
         current = self.current(a, dt, T)
         beta, thr = m.beta.to(dt), m.threshold.to(dt)
         mem0 = None
@@ -92,6 +95,31 @@ class LIFHandler(NeuronHandler):
                 a.constant,
             )
         del pot, current
+        ctx.count_spikes(node.name, spikes)
+        return Act(spikes.reshape(-1, *spikes.shape[2:]), False, True), rec
+
+    def _forward_fixed(self, node, a: Act, ctx, fx):
+        """The integer LIF (plan.fixed_point) on the integer current I of the layer below: the bundle's
+        dynamics step by step (:func:`lfp_snn.quantization.fixed_lif_scan`). The record holds what the ε rule's
+        reverse scan reads: the firing potential in real units (V_q s, exact for mem_bits <= 24 in float32),
+        θ_q s and the effective β of the integer decay."""
+        m: LIF = node.module
+        q = fx.layer(node.index)
+        T, dt = ctx.steps, ctx.dtype
+        cur = a.value.to(torch.int64)
+        cur = cur.expand(T, *cur.shape) if a.constant else cur.reshape(T, -1, *cur.shape[1:])
+        spikes, pot = fixed_lif_scan(cur, q.threshold, q.beta, fx.fmt, m.reset, m.reset_delay)
+        rec = None
+        if ctx.keep:
+            rec = LIFRecord(
+                q.beta_effective.to(dt),
+                (q.threshold.to(torch.float64) * q.scale).to(dt),
+                None,
+                (pot.to(torch.float64) * q.scale).to(dt),
+                None,
+                False,
+            )
+        del pot
         ctx.count_spikes(node.name, spikes)
         return Act(spikes.reshape(-1, *spikes.shape[2:]), False, True), rec
 

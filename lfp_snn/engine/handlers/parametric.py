@@ -67,6 +67,8 @@ class AffineHandler(Handler):
         m = node.module
         s: AffineSetup = ctx.setup(node)
         dt = ctx.dtype
+        if ctx.compiled.fixed is not None:
+            return self._forward_fixed(node, a, ctx, ctx.compiled.fixed)
         if ctx.noise > 0:  # the paper's input noise on every parametric layer
             x = a.float(dt)
             a = Act(
@@ -85,6 +87,26 @@ class AffineHandler(Handler):
         rec = None
         if ctx.keep:
             rec = AffineRecord(self.op(node), kept, z if s.keep_output else None, a.constant)
+        return Act(z, a.constant), rec
+
+    def _forward_fixed(self, node, a: Act, ctx, fx):
+        """The integer network's synapses (plan.fixed_point): I = sat_M(b_q + W_q x) on binary spikes or sum-
+        pool counts x, exact in float64; the record keeps x and the op with W_q s for the ε rule."""
+        m = node.module
+        if node.index in fx.reads_input:
+            check_binary(a.value, node)
+        w, b = fx.integer_weights(node.index, m)
+        v = a.value
+        if isinstance(m, torch.nn.Linear):
+            x = Spikes(v) if v.dtype == torch.uint8 else Dense(v.to(w.dtype))
+            z = affine_op(m).forward(x, w, b)
+        else:  # as a GEMM over the unfolded input: exact (no Winograd/FFT convolution algorithm)
+            z = _integer_conv2d(v.to(w.dtype), w, b, m)
+        z.clamp_(fx.fmt.mem_min, fx.fmt.mem_max)
+        rec = None
+        if ctx.keep:
+            kept = Spikes(a.compact()) if (a.binary or v.dtype == torch.uint8) else Dense(a.float(ctx.dtype))
+            rec = AffineRecord(fx.rule_op(node.index, m, ctx.dtype), kept, None, a.constant)
         return Act(z, a.constant), rec
 
     def op(self, node):
@@ -137,6 +159,38 @@ class AffineHandler(Handler):
             fb["bias"] = lf.bias
         up = Reward(lf.input_reward, rec.constant, True) if need else None
         return Back((up,), fb)
+
+
+def _integer_conv2d(x: Tensor, w: Tensor, b: Tensor | None, m: torch.nn.Conv2d) -> Tensor:
+    """conv2d of integer-valued float64 tensors as unfold + GEMM, a block of rows at a time: every partial
+    sum is an integer below 2^53, so the result is exact whatever the device."""
+    n, _, h, wd = x.shape
+    kh, kw = m.kernel_size
+    (sh, sw), (ph, pw) = m.stride, m.padding
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    w2 = w.reshape(w.shape[0], -1)
+    out = x.new_empty((n, w.shape[0], oh, ow))
+    step = max(1, (1 << 22) // max(w2.shape[1] * oh * ow, 1))
+    for a in range(0, n, step):
+        cols = torch.nn.functional.unfold(x[a : a + step], (kh, kw), padding=(ph, pw), stride=(sh, sw))
+        z = torch.matmul(w2, cols)  # [rows, C_out, oh * ow]
+        if b is not None:
+            z += b[:, None]
+        out[a : a + step] = z.reshape(-1, w.shape[0], oh, ow)
+    return out
+
+
+def check_binary(v: Tensor, node) -> None:
+    """ValueError unless the model's input ``v`` holds 0/1 spikes (what the integer network and the FPGA
+    bundle take)."""
+    if not v.numel():
+        return
+    ok = int(v.max()) <= 1 if v.dtype == torch.uint8 else bool(((v == 0) | (v == 1)).all())
+    if not ok:
+        raise ValueError(
+            f"fixed_point: {node.describe()} reads the model's input, which must be binary spikes (0/1) per step, "
+            "as the FPGA bundle takes them; encode analogue input as spikes (encoder 'rate' or 'latency')"
+        )
 
 
 def _dense(x: Value, converted: Tensor | None, g: Tensor) -> Tensor:

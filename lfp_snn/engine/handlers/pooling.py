@@ -19,6 +19,7 @@ from ...kernels import native_scan, resolve_backend
 from ...rules import stabilize
 from ..activations import Act, Reward
 from .base import Back, Handler
+from .parametric import check_binary
 
 
 @dataclass
@@ -60,6 +61,9 @@ class MaxPoolHandler(Handler):
     def forward(self, node, inputs, ctx):
         (a,) = inputs
         m = node.module
+        fx = ctx.compiled.fixed
+        if fx is not None and node.index in fx.reads_input:
+            check_binary(a.value, node)
         k = _binary_windows(m, a.value) if a.binary else None
         if k is not None and int(a.value.max()) <= 1:  # 0/1 spikes (not counts): OR over each window
             if _native(ctx, a.value):
@@ -112,6 +116,13 @@ class MaxPoolHandler(Handler):
 class AvgPoolRecord:
     x: Tensor  # compact (uint8 for spikes)
     constant: bool
+    summed: bool = False  # the integer network's sum pool (plan.fixed_point)
+
+
+def sum_pool(m: nn.AvgPool2d, x: Tensor) -> Tensor:
+    """The window's sum instead of its mean: what the integer network runs for an AvgPool2d (its 1/divisor
+    sits in the weights of the layer that reads it, :mod:`lfp_snn.engine.fixed`)."""
+    return F.avg_pool2d(x, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, 1)
 
 
 class AvgPoolHandler(Handler):
@@ -120,6 +131,12 @@ class AvgPoolHandler(Handler):
 
     def forward(self, node, inputs, ctx):
         (a,) = inputs
+        fx = ctx.compiled.fixed
+        if fx is not None:  # spike counts per window, exact in float64
+            if node.index in fx.reads_input:
+                check_binary(a.value, node)
+            rec = AvgPoolRecord(a.compact(), a.constant, True) if ctx.keep else None
+            return Act(sum_pool(node.module, a.float(torch.float64)), a.constant, True), rec
         rec = AvgPoolRecord(a.compact(), a.constant) if ctx.keep else None
         return Act(node.module(a.float(ctx.dtype)), a.constant), rec
 
@@ -129,6 +146,6 @@ class AvgPoolHandler(Handler):
         r = msg.value
         x = rec.x.to(r.dtype).requires_grad_(True)
         with torch.enable_grad():
-            z = node.module(x)
+            z = sum_pool(node.module, x) if rec.summed else node.module(x)
             (grad,) = torch.autograd.grad(z, x, r / stabilize(z.detach(), ctx.eps))
         return Back((Reward(x.detach().mul_(grad), msg.summed, True),))
