@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import lfp_snn
@@ -73,3 +74,132 @@ def test_a_sew_block_is_its_layers_plus_the_identity():
         assert torch.equal(v, b.feedback[f"{rename.get(mod, mod)}.{p}"]), k
     with pytest.raises(ValueError, match="channels must be an integer >= 1"):
         SEWBlock(0, _lif)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the ResNet-like SNN against a literal step-by-step implementation (float64)
+# ------------------------------------------------------------------------------------------------------
+
+DT = torch.float64
+EPS = 1e-6
+SCALE = 3.0  # larger initial weights, so that every layer fires in four steps
+
+
+def _literal_resnet(net: ResNetSNN, xs, R, eps=EPS):
+    """The reference's ResNet-like SNN written out: a loop over t, then the layers, straight from the equations.
+
+    Forward per step: each conv (no bias) feeds a LIF step (``_lif_step``, the documented LIF); max pooling of
+    spikes keeps each window's first maximum; the residual merge is z = max(s3, s_skip) (the OR of spikes).
+    Reverse, t = T..1, the ε rule: at a LIF, g = (R + C) / (|P| + |Ũ − P| + ε) and C = β P g; at the conv
+    that feeds it, F_W += |W| ⊙ (g ⋆ x) (the weight-gradient form with g in place of the output gradient)
+    and R_x = x ⊙ (Wᵀ ⋆ g); a pool routes R to the window's first maximum; the merge gives R to the larger
+    branch (to conv3's on ties); the fork at p2 adds the rewards of conv3 and the skip."""
+    from test_snn_literal import _lif_step
+
+    convs = {"conv1": net.conv1, "conv2": net.conv2, "conv3": net.conv3, "skip": net.skip, "conv4": net.conv4}
+    lifs = {
+        "conv1": net.lif1,
+        "conv2": net.lif2,
+        "conv3": net.lif3,
+        "skip": net.lif_skip,
+        "conv4": net.lif4,
+        "fc": net.lif_out,
+    }
+    state = dict.fromkeys(lifs)
+    carry = dict.fromkeys(lifs, 0.0)
+    rec = []
+    outs = []
+
+    def step(name, i_t, r):
+        m = lifs[name]
+        s, state[name], p, pre = _lif_step(
+            torch.zeros_like(i_t) if state[name] is None else state[name],
+            i_t,
+            m.beta.to(DT),
+            m.threshold.to(DT),
+            m.reset,
+            m.reset_delay,
+        )
+        r[name] = (p, pre)
+        return s
+
+    def pool(s, k):
+        return F.max_pool2d(s, k, return_indices=True)
+
+    for t in range(xs.shape[0]):
+        r = {"x": xs[t]}
+        s1 = step("conv1", F.conv2d(xs[t], net.conv1.weight, padding=2), r)
+        r["p1"], r["i1"] = pool(s1, 2)
+        r["s1"] = s1
+        s2 = step("conv2", F.conv2d(r["p1"], net.conv2.weight, padding=1), r)
+        r["p2"], r["i2"] = pool(s2, 2)
+        r["s2"] = s2
+        s3 = step("conv3", F.conv2d(r["p2"], net.conv3.weight, padding=1), r)
+        sk = step("skip", F.conv2d(r["p2"], net.skip.weight), r)
+        r["wins"], z = s3 >= sk, torch.maximum(s3, sk)
+        r["p3"], r["i3"] = pool(z, 3)
+        r["z"] = z
+        s4 = step("conv4", F.conv2d(r["p3"], net.conv4.weight, padding=2), r)
+        r["s4"], r["f"] = s4, torch.flatten(s4, 1)
+        outs.append(step("fc", F.linear(r["f"], net.fc.weight), r))
+        rec.append(r)
+    fb = {f"{n}.weight": torch.zeros_like(c.weight) for n, c in convs.items()}
+    fb["fc.weight"] = torch.zeros_like(net.fc.weight)
+    pads = {"conv1": 2, "conv2": 1, "conv3": 1, "skip": 0, "conv4": 2}
+    rin = []
+
+    def lif_back(name, R_s, r):
+        p, pre = r[name]
+        g = (R_s + carry[name]) / (p.abs() + (pre - p).abs() + eps)
+        carry[name] = lifs[name].beta.to(DT) * p * g
+        return g
+
+    def conv_back(name, x, g):
+        w = convs[name].weight
+        fb[f"{name}.weight"] += w.abs() * torch.nn.grad.conv2d_weight(x, w.shape, g, padding=pads[name])
+        return x * torch.nn.grad.conv2d_input(x.shape, w, g, padding=pads[name])
+
+    for t in range(xs.shape[0] - 1, -1, -1):
+        r = rec[t]
+        g = lif_back("fc", R[t], r)
+        fb["fc.weight"] += net.fc.weight.abs() * (g.T @ r["f"])
+        R_s4 = (r["f"] * (g @ net.fc.weight)).view(r["s4"].shape)
+        R_p3 = conv_back("conv4", r["p3"], lif_back("conv4", R_s4, r))
+        R_z = F.max_unpool2d(R_p3, r["i3"], 3, output_size=r["z"].shape[-2:])
+        R_p2 = conv_back("conv3", r["p2"], lif_back("conv3", R_z * r["wins"], r))
+        R_p2 = R_p2 + conv_back("skip", r["p2"], lif_back("skip", R_z * ~r["wins"], r))
+        R_s2 = F.max_unpool2d(R_p2, r["i2"], 2, output_size=r["s2"].shape[-2:])
+        R_p1 = conv_back("conv2", r["p1"], lif_back("conv2", R_s2, r))
+        R_s1 = F.max_unpool2d(R_p1, r["i1"], 2, output_size=r["s1"].shape[-2:])
+        rin.append(conv_back("conv1", r["x"], lif_back("conv1", R_s1, r)))
+    return torch.stack(outs), fb, torch.stack(rin[::-1]), rec
+
+
+@pytest.mark.parametrize("reset, delay", [("subtract", True), ("zero", False)])
+@pytest.mark.parametrize("kw", [{}, {"recompute": True}])
+def test_resnet_snn_matches_the_literal_step_by_step_implementation(reset, delay, kw):
+    torch.manual_seed(3)
+    net = ResNetSNN((1, 16, 16), 4, lambda: lfp_snn.LIF(0.9, 0.5, reset=reset, reset_delay=delay)).to(DT)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(SCALE)
+    g = torch.Generator().manual_seed(4)
+    xs = torch.rand(4, 2, 1, 16, 16, dtype=DT, generator=g)
+    R = torch.randn(4, 2, 4, dtype=DT, generator=g)
+    with torch.no_grad():
+        out, fb, rin, rec = _literal_resnet(net, xs, R)
+    # every layer fires, and both branches of the merge win somewhere (else a path is not checked)
+    for key in ("s1", "s2", "z", "s4"):
+        assert any(float(r[key].sum()) > 0 for r in rec), key
+    assert float(out.sum()) > 0
+    wins = torch.stack([r["wins"] & (r["z"] > 0) for r in rec])
+    loses = torch.stack([~r["wins"] for r in rec])
+    assert wins.any() and loses.any()
+    res = lfp_snn.feedback_result(
+        net, xs, torch.zeros(2, dtype=torch.long), lambda o, y: R, input_reward=True, **kw
+    )
+    assert torch.equal(res.output, out)
+    for k, want in fb.items():
+        assert want.abs().max() > 0, k
+        torch.testing.assert_close(res.feedback[k], want, rtol=1e-10, atol=1e-12, msg=k)
+    torch.testing.assert_close(res.input_reward, rin, rtol=1e-10, atol=1e-12)
