@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_graph import _scaled
+from test_snn_literal import _lif_step
 from torch import nn
 
 import lfp_snn
@@ -94,8 +96,6 @@ def _literal_resnet(net: ResNetSNN, xs, R, eps=EPS):
     that feeds it, F_W += |W| ⊙ (g ⋆ x) (the weight-gradient form with g in place of the output gradient)
     and R_x = x ⊙ (Wᵀ ⋆ g); a pool routes R to the window's first maximum; the merge gives R to the larger
     branch (to conv3's on ties); the fork at p2 adds the rewards of conv3 and the skip."""
-    from test_snn_literal import _lif_step
-
     convs = {"conv1": net.conv1, "conv2": net.conv2, "conv3": net.conv3, "skip": net.skip, "conv4": net.conv4}
     lifs = {
         "conv1": net.lif1,
@@ -126,26 +126,28 @@ def _literal_resnet(net: ResNetSNN, xs, R, eps=EPS):
     def pool(s, k):
         return F.max_pool2d(s, k, return_indices=True)
 
+    def conv(name, x):
+        return F.conv2d(x, convs[name].weight, padding=convs[name].padding)
+
     for t in range(xs.shape[0]):
         r = {"x": xs[t]}
-        s1 = step("conv1", F.conv2d(xs[t], net.conv1.weight, padding=2), r)
+        s1 = step("conv1", conv("conv1", xs[t]), r)
         r["p1"], r["i1"] = pool(s1, 2)
         r["s1"] = s1
-        s2 = step("conv2", F.conv2d(r["p1"], net.conv2.weight, padding=1), r)
+        s2 = step("conv2", conv("conv2", r["p1"]), r)
         r["p2"], r["i2"] = pool(s2, 2)
         r["s2"] = s2
-        s3 = step("conv3", F.conv2d(r["p2"], net.conv3.weight, padding=1), r)
-        sk = step("skip", F.conv2d(r["p2"], net.skip.weight), r)
+        s3 = step("conv3", conv("conv3", r["p2"]), r)
+        sk = step("skip", conv("skip", r["p2"]), r)
         r["wins"], z = s3 >= sk, torch.maximum(s3, sk)
         r["p3"], r["i3"] = pool(z, 3)
         r["z"] = z
-        s4 = step("conv4", F.conv2d(r["p3"], net.conv4.weight, padding=2), r)
+        s4 = step("conv4", conv("conv4", r["p3"]), r)
         r["s4"], r["f"] = s4, torch.flatten(s4, 1)
         outs.append(step("fc", F.linear(r["f"], net.fc.weight), r))
         rec.append(r)
     fb = {f"{n}.weight": torch.zeros_like(c.weight) for n, c in convs.items()}
     fb["fc.weight"] = torch.zeros_like(net.fc.weight)
-    pads = {"conv1": 2, "conv2": 1, "conv3": 1, "skip": 0, "conv4": 2}
     rin = []
 
     def lif_back(name, R_s, r):
@@ -155,9 +157,9 @@ def _literal_resnet(net: ResNetSNN, xs, R, eps=EPS):
         return g
 
     def conv_back(name, x, g):
-        w = convs[name].weight
-        fb[f"{name}.weight"] += w.abs() * torch.nn.grad.conv2d_weight(x, w.shape, g, padding=pads[name])
-        return x * torch.nn.grad.conv2d_input(x.shape, w, g, padding=pads[name])
+        w, pad = convs[name].weight, convs[name].padding
+        fb[f"{name}.weight"] += w.abs() * torch.nn.grad.conv2d_weight(x, w.shape, g, padding=pad)
+        return x * torch.nn.grad.conv2d_input(x.shape, w, g, padding=pad)
 
     for t in range(xs.shape[0] - 1, -1, -1):
         r = rec[t]
@@ -178,11 +180,11 @@ def _literal_resnet(net: ResNetSNN, xs, R, eps=EPS):
 @pytest.mark.parametrize("reset, delay", [("subtract", True), ("zero", False)])
 @pytest.mark.parametrize("kw", [{}, {"recompute": True}])
 def test_resnet_snn_matches_the_literal_step_by_step_implementation(reset, delay, kw):
-    torch.manual_seed(3)
-    net = ResNetSNN((1, 16, 16), 4, lambda: lfp_snn.LIF(0.9, 0.5, reset=reset, reset_delay=delay)).to(DT)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(SCALE)
+
+    def lif():
+        return lfp_snn.LIF(0.9, 0.5, reset=reset, reset_delay=delay)
+
+    net = _scaled(lambda: ResNetSNN((1, 16, 16), 4, lif), SCALE, seed=3)
     g = torch.Generator().manual_seed(4)
     xs = torch.rand(4, 2, 1, 16, 16, dtype=DT, generator=g)
     R = torch.randn(4, 2, 4, dtype=DT, generator=g)
