@@ -11,6 +11,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from .layout import channels_back, channels_innermost, channels_last, innermost_param
 from .torch_scan import lif_feedback_scan as _torch_feedback
 from .torch_scan import lif_forward_scan as _torch_forward
 
@@ -78,7 +79,24 @@ def lif_forward(
     out: Tensor | None = None,
     spike_dtype=None,
 ) -> tuple[Tensor, Tensor]:
-    """(spikes, firing potential V): :func:`lfp_snn.kernels.torch_scan.lif_forward_scan` on ``backend``."""
+    """(spikes, firing potential V): :func:`lfp_snn.kernels.torch_scan.lif_forward_scan` on ``backend``.
+
+    A channels-last current (a CPU convolution's output, :mod:`lfp_snn.kernels.layout`) is scanned in memory
+    order and both outputs come back channels-last: the scan treats every neuron alike."""
+    if channels_last(current):
+        spikes, pot = lif_forward(
+            channels_innermost(current),
+            innermost_param(beta),
+            innermost_param(threshold),
+            reset,
+            reset_delay,
+            None if mem0 is None else channels_innermost(mem0),
+            steps,
+            backend,
+            None if out is None else channels_innermost(out),
+            spike_dtype,
+        )
+        return channels_back(spikes), channels_back(pot)
     backend = resolve_backend(backend, current.device, current.dtype)
     if backend == "torch":
         return _torch_forward(current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype)
@@ -109,7 +127,23 @@ def lif_feedback(
 ) -> Tensor:
     """g from the reward at the spikes and the forward's firing potential V:
     :func:`lfp_snn.kernels.torch_scan.lif_feedback_scan` on ``backend`` (``norm``: the max-abs normalisation
-    of R_t, torch only)."""
+    of R_t, torch only). A channels-last potential is scanned in memory order, g coming back channels-last
+    (as in :func:`lif_forward`)."""
+    if channels_last(pot):
+        g = lif_feedback(
+            channels_innermost(reward),
+            channels_innermost(pot),
+            innermost_param(beta),
+            innermost_param(threshold),
+            reset,
+            reset_delay,
+            None if mem0 is None else channels_innermost(mem0),
+            eps,
+            None if out is None else channels_innermost(out),
+            backend,
+            norm,
+        )
+        return channels_back(g)
     backend = resolve_backend(backend, reward.device, pot.dtype)
     if backend == "torch":
         return _torch_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out, norm)
