@@ -237,3 +237,96 @@ void spike_pool_forward(const uint8_t *x, uint8_t *y, int64_t H, int64_t W, int6
 
 SPIKE_POOL_BACKWARD(float, f32)
 SPIKE_POOL_BACKWARD(double, f64)
+
+/* The same two on channels-last spikes, memory ordered [N, H, W, C] (C innermost, as a CPU convolution's
+ * output is kept), for images [n0, n1): the window's positions are visited in the same row-major order, the
+ * channels side by side. */
+void spike_pool_forward_cl(const uint8_t *x, uint8_t *y, int64_t H, int64_t W, int64_t C, int64_t k,
+                           int64_t n0, int64_t n1)
+{
+    const int64_t Ho = H / k, Wo = W / k;
+    for (int64_t n = n0; n < n1; ++n) {
+        const uint8_t *xn = x + n * H * W * C;
+        uint8_t *yn = y + n * Ho * Wo * C;
+        for (int64_t oh = 0; oh < Ho; ++oh) {
+            for (int64_t ow = 0; ow < Wo; ++ow) {
+                uint8_t *yo = yn + (oh * Wo + ow) * C;
+                for (int64_t c = 0; c < C; ++c)
+                    yo[c] = 0;
+                for (int64_t i = 0; i < k; ++i) {
+                    for (int64_t j = 0; j < k; ++j) {
+                        const uint8_t *xi = xn + ((oh * k + i) * W + ow * k + j) * C;
+                        for (int64_t c = 0; c < C; ++c)
+                            yo[c] |= xi[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#define SPIKE_POOL_BACKWARD_CL(REAL, SUF)                                                                  \
+    void spike_pool_backward_cl_##SUF(const REAL *r, const uint8_t *x, REAL *out, int64_t H, int64_t W,    \
+                                      int64_t C, int64_t k, int64_t n0, int64_t n1)                        \
+    {                                                                                                      \
+        /* every position is written once, without branches (random spikes would mispredict them): a       \
+         * position takes the reward where it holds the window's first spike (r * 0 elsewhere, as the      \
+         * torch path's product); the first position takes it where the window has none. */                \
+        const int64_t Ho = H / k, Wo = W / k;                                                              \
+        uint8_t seen[C > 0 ? C : 1];                                                                       \
+        for (int64_t n = n0; n < n1; ++n) {                                                                \
+            REAL *on = out + n * H * W * C;                                                                \
+            const uint8_t *xn = x + n * H * W * C;                                                         \
+            for (int64_t oh = 0; oh < Ho; ++oh) {                                                          \
+                for (int64_t ow = 0; ow < Wo; ++ow) {                                                      \
+                    const REAL *ro = r + ((n * Ho + oh) * Wo + ow) * C;                                    \
+                    for (int64_t c = 0; c < C; ++c)                                                        \
+                        seen[c] = 0;                                                                       \
+                    for (int64_t i = 0; i < k; ++i) {                                                      \
+                        for (int64_t j = 0; j < k; ++j) {                                                  \
+                            const int64_t q = ((oh * k + i) * W + ow * k + j) * C;                         \
+                            const uint8_t *xq = xn + q;                                                    \
+                            REAL *oq = on + q;                                                             \
+                            for (int64_t c = 0; c < C; ++c) {                                              \
+                                const uint8_t xv = xq[c];                                                  \
+                                oq[c] = ro[c] * (REAL)(xv & (uint8_t)(seen[c] ^ 1));                       \
+                                seen[c] |= xv;                                                             \
+                            }                                                                              \
+                        }                                                                                  \
+                    }                                                                                      \
+                    REAL *o0 = on + (oh * k * W + ow * k) * C;                                             \
+                    for (int64_t c = 0; c < C; ++c)                                                        \
+                        o0[c] += ro[c] * (REAL)(seen[c] ^ 1);                                              \
+                }                                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+    }
+
+SPIKE_POOL_BACKWARD_CL(float, f32)
+SPIKE_POOL_BACKWARD_CL(double, f64)
+
+/* Spikes per neuron: out[m] = sum over rows r of x[r * M + m] for the columns [m0, m1) of a uint8 [R, M]
+ * array (what torch's sum over the time and batch axes gives, without its int64 copy of the spikes). Blocks
+ * of 1024 columns accumulate in int32 (exact below 2^31 / 255 rows per pass) held in L1. */
+void spike_count(const uint8_t *x, int64_t *out, int64_t R, int64_t M, int64_t m0, int64_t m1)
+{
+    enum { COLS = 1024, ROWS = 1 << 22 };
+    int32_t acc[COLS];
+    for (int64_t j0 = m0; j0 < m1; j0 += COLS) {
+        const int64_t n = m1 - j0 < COLS ? m1 - j0 : COLS;
+        for (int64_t k = 0; k < n; ++k)
+            out[j0 + k] = 0;
+        for (int64_t r0 = 0; r0 < R; r0 += ROWS) {
+            const int64_t r1 = R - r0 < ROWS ? R : r0 + ROWS;
+            for (int64_t k = 0; k < n; ++k)
+                acc[k] = 0;
+            for (int64_t r = r0; r < r1; ++r) {
+                const uint8_t *xr = x + r * M + j0;
+                for (int64_t k = 0; k < n; ++k)
+                    acc[k] += xr[k];
+            }
+            for (int64_t k = 0; k < n; ++k)
+                out[j0 + k] += acc[k];
+        }
+    }
+}

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ._args import check_feedback_args, check_forward_out, forward_layout, output, spike_dtype_of, step_param
+from .layout import channels_back, channels_innermost, channels_last
 from .torch_scan import RESETS
 
 SOURCE = Path(__file__).with_name("native_scan.c")
@@ -188,9 +189,16 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.lif_native_block.restype = ctypes.c_int
     lib.spike_pool_forward.argtypes = [p, p, i64, i64, i64, i64, i64]
     lib.spike_pool_forward.restype = None
+    lib.spike_pool_forward_cl.argtypes = [p, p, i64, i64, i64, i64, i64, i64]
+    lib.spike_pool_forward_cl.restype = None
+    lib.spike_count.argtypes = [p, p, i64, i64, i64, i64]
+    lib.spike_count.restype = None
     for suffix in ("f32", "f64"):
         bwd = getattr(lib, f"spike_pool_backward_{suffix}")
         bwd.argtypes = [p, p, p, i64, i64, i64, i64, i64]
+        bwd.restype = None
+        bwd = getattr(lib, f"spike_pool_backward_cl_{suffix}")
+        bwd.argtypes = [p, p, p, i64, i64, i64, i64, i64, i64]
         bwd.restype = None
 
 
@@ -432,10 +440,15 @@ def _run_planes(fn, args: tuple, planes: int, per_plane: int) -> None:
 
 
 def spike_pool_forward(x: Tensor, k: int) -> Tensor:
-    """Max pooling of 0/1 uint8 spikes [N, C, H, W] over non-overlapping k x k windows: the OR of each."""
+    """Max pooling of 0/1 uint8 spikes [N, C, H, W] over non-overlapping k x k windows: the OR of each. A
+    channels-last x (:mod:`lfp_snn.kernels.layout`) is pooled in its layout and gives a channels-last result."""
     lib = load()
-    x = x.contiguous()
     n, c, h, w = x.shape
+    if channels_last(x):
+        y = torch.empty((n, c, h // k, w // k), dtype=x.dtype, memory_format=torch.channels_last)
+        _run_planes(lib.spike_pool_forward_cl, (x.data_ptr(), y.data_ptr(), h, w, c, k), n, h * w * c)
+        return y
+    x = x.contiguous()
     y = x.new_empty((n, c, h // k, w // k))
     _run_planes(lib.spike_pool_forward, (x.data_ptr(), y.data_ptr(), h, w, k), n * c, h * w)
     return y
@@ -443,12 +456,50 @@ def spike_pool_forward(x: Tensor, k: int) -> Tensor:
 
 def spike_pool_backward(r: Tensor, spikes: Tensor, k: int) -> Tensor:
     """The reward r [N, C, H/k, W/k] routed to the first spike of each window (its first position when it
-    has none), zero elsewhere: [N, C, H, W] in r's dtype."""
+    has none), zero elsewhere: [N, C, H, W] in r's dtype, in the spikes' layout (contiguous or channels-last)."""
     _check_dtype(r, "the reward")
     lib = load()
-    r, spikes = r.contiguous(), spikes.contiguous()
     n, c, h, w = spikes.shape
+    suffix = "f32" if r.dtype == torch.float32 else "f64"
+    if channels_last(spikes):
+        r = r.contiguous(memory_format=torch.channels_last)
+        out = torch.empty((n, c, h, w), dtype=r.dtype, memory_format=torch.channels_last)
+        fn = getattr(lib, f"spike_pool_backward_cl_{suffix}")
+        _run_planes(fn, (r.data_ptr(), spikes.data_ptr(), out.data_ptr(), h, w, c, k), n, h * w * c)
+        return out
+    r, spikes = r.contiguous(), spikes.contiguous()
     out = r.new_empty((n, c, h, w))
-    fn = lib.spike_pool_backward_f32 if r.dtype == torch.float32 else lib.spike_pool_backward_f64
+    fn = getattr(lib, f"spike_pool_backward_{suffix}")
     _run_planes(fn, (r.data_ptr(), spikes.data_ptr(), out.data_ptr(), h, w, k), n * c, h * w)
+    return out
+
+
+def spike_count(x: Tensor) -> Tensor:
+    """Spikes per neuron of uint8 spikes [T, B, ...]: the int64 sum over the first two axes (torch's
+    ``x.sum((0, 1))``, without converting the spikes to int64 first); a channels-last x is counted in memory
+    order."""
+    if x.dtype != torch.uint8 or x.device.type != "cpu" or x.dim() < 2:
+        raise TypeError(f"spike_count takes uint8 CPU spikes [T, B, ...], got {x.dtype} {list(x.shape)} on {x.device}")
+    if channels_last(x):
+        return channels_back(spike_count(channels_innermost(x)))
+    lib = load()
+    x = x.contiguous()
+    rows, step = x.shape[0] * x.shape[1], x.shape[2:]
+    m = step.numel()
+    out = torch.empty(step, dtype=torch.int64)
+    threads = torch.get_num_threads()
+    if threads <= 1 or rows * m < PARALLEL_MIN_ELEMENTS or m < 64 * threads:
+        lib.spike_count(x.data_ptr(), out.data_ptr(), rows, m, 0, m)
+        return out
+    bounds = [m * i // threads // 64 * 64 for i in range(threads)] + [m]
+    pool = _pool(threads - 1)
+    futures = [
+        pool.submit(lib.spike_count, x.data_ptr(), out.data_ptr(), rows, m, bounds[i], bounds[i + 1])
+        for i in range(1, threads)
+    ]
+    try:
+        lib.spike_count(x.data_ptr(), out.data_ptr(), rows, m, bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()
     return out
