@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..kernels.layout import rows_like, rows_view
+
 
 def row_slices(rows: int, per_row: int, elements: int = 1 << 18):
     """Slices over ``rows`` rows of ``per_row`` entries, ~``elements`` entries a slice: for working through
@@ -31,8 +33,9 @@ def row_slices(rows: int, per_row: int, elements: int = 1 << 18):
 
 
 def multiply_by_blocks_(r: Tensor, x: Tensor) -> Tensor:
-    """r ⊙= x in place for a uint8 x shaped like r, a block of rows at a time (no float copy of all x)."""
-    r2, x2 = r.view(r.shape[0], -1), x.reshape(x.shape[0], -1)
+    """r ⊙= x in place for a uint8 x shaped like r, a block of rows at a time (no float copy of all x); r
+    contiguous or channels-last (:mod:`lfp_snn.kernels.layout`), x in any layout."""
+    r2, x2 = rows_view(r), rows_like(x, r)
     for sl in row_slices(*r2.shape):
         r2[sl].mul_(x2[sl])
     return r
@@ -48,8 +51,9 @@ class Value:
     def device(self) -> torch.device:
         raise NotImplementedError
 
-    def dense(self, dtype: torch.dtype) -> Tensor:
-        """x as a tensor of ``dtype`` (a new tensor unless x already is one of that dtype)."""
+    def dense(self, dtype: torch.dtype, memory_format: torch.memory_format | None = None) -> Tensor:
+        """x as a tensor of ``dtype`` (a new tensor unless x already is one of that dtype), in
+        ``memory_format`` when one is given (e.g. channels-last for a CPU convolution), converted in one copy."""
         raise NotImplementedError
 
     def cast(self, dtype: torch.dtype) -> Value:
@@ -90,8 +94,8 @@ class Dense(Value):
     def float_dtype(self) -> torch.dtype:
         return self.t.dtype
 
-    def dense(self, dtype: torch.dtype) -> Tensor:
-        return self.t if self.t.dtype == dtype else self.t.to(dtype)
+    def dense(self, dtype: torch.dtype, memory_format: torch.memory_format | None = None) -> Tensor:
+        return _to(self.t, dtype, memory_format)
 
     def cast(self, dtype: torch.dtype) -> Value:
         return self if self.t.dtype == dtype else Dense(self.t.to(dtype))
@@ -115,8 +119,8 @@ class Spikes(Value):
     def device(self) -> torch.device:
         return self.t.device
 
-    def dense(self, dtype: torch.dtype) -> Tensor:
-        return self.t.to(dtype)
+    def dense(self, dtype: torch.dtype, memory_format: torch.memory_format | None = None) -> Tensor:
+        return _to(self.t, dtype, memory_format)
 
     def multiply_(self, r: Tensor) -> Tensor:
         return multiply_by_blocks_(r, self.t)
@@ -165,8 +169,8 @@ class SparseRows(Value):
     def nnz(self) -> int:
         return len(self.cols)
 
-    def dense(self, dtype: torch.dtype) -> Tensor:
-        return self.source.to(dtype)
+    def dense(self, dtype: torch.dtype, memory_format: torch.memory_format | None = None) -> Tensor:
+        return _to(self.source, dtype, memory_format)
 
     def multiply_(self, r: Tensor) -> Tensor:
         return multiply_by_blocks_(r, self.source)
@@ -204,11 +208,19 @@ class Zero(Value):
     def is_zero(self) -> bool:
         return True
 
-    def dense(self, dtype: torch.dtype) -> Tensor:
-        return torch.zeros(self.shape, dtype=dtype, device=self._device)
+    def dense(self, dtype: torch.dtype, memory_format: torch.memory_format | None = None) -> Tensor:
+        z = torch.zeros(self.shape, dtype=dtype, device=self._device)
+        return z if memory_format is None else z.contiguous(memory_format=memory_format)
 
     def multiply_(self, r: Tensor) -> Tensor:
         return r.zero_()
+
+
+def _to(t: Tensor, dtype: torch.dtype, memory_format: torch.memory_format | None) -> Tensor:
+    """``t`` in ``dtype`` (and ``memory_format``): itself when it already is, else one converted copy."""
+    if memory_format is None:
+        return t if t.dtype == dtype else t.to(dtype)
+    return t.to(dtype, memory_format=memory_format)
 
 
 def as_value(t: Tensor) -> Value:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..kernels.layout import rows_like, rows_view
 from ..ops import Value, row_slices
 
 
@@ -96,7 +97,7 @@ def neg(t: Tensor | None) -> Tensor | None:
 
 def mul_abs_(t: Tensor, w: Tensor) -> Tensor:
     """t ⊙= |w| in place, a block of rows at a time (no temporary the size of w)."""
-    t2, w2 = t.view(t.shape[0], -1), w.reshape(w.shape[0], -1)
+    t2, w2 = rows_view(t), rows_like(w, t)
     for sl in row_slices(*t2.shape, elements=1 << 16):
         t2[sl].mul_(w2[sl].abs())
     return t
