@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..kernels import native_scan, resolve_backend
 from .activations import Act
 from .graph import Node, Ref
 from .handlers.lif import spike_counts
@@ -79,13 +80,20 @@ class ForwardContext:
         return (_raw(args), _raw(kwargs)) if raw else (args, kwargs)
 
     def count_spikes(self, name: str, spikes: Tensor) -> None:
-        c = spike_counts(spikes)
+        """Add the spikes per neuron of ``spikes`` [T, B, ...] to the pass's counts (the C kernel where the
+        plan's backend resolves to native)."""
+        c = native_scan.spike_count(spikes) if self._native_counts(spikes) else spike_counts(spikes)
         if name in self.spike_counts:
             self.spike_counts[name] = self.spike_counts[name] + c
             self.spike_slots[name] += spikes.numel()
         else:
             self.spike_counts[name] = c
             self.spike_slots[name] = spikes.numel()
+
+    def _native_counts(self, spikes: Tensor) -> bool:
+        if spikes.dtype != torch.uint8 or spikes.device.type != "cpu":
+            return False
+        return resolve_backend(self.plan.backend or "auto", spikes.device, self.dtype) == "native"
 
 
 @dataclass

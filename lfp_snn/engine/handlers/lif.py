@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ...kernels import lif_feedback, lif_forward
+from ...kernels.layout import channels_back, channels_innermost, channels_last
 from ...kernels.torch_scan import membrane
 from ...neurons.lif import LIF, check_lif_parameters, check_lif_shapes
 from ...ops import row_slices
@@ -182,7 +183,10 @@ class LIFHandler(NeuronHandler):
 
 def spike_counts(spikes: Tensor) -> Tensor:
     """Spikes per neuron, summed over time and batch; a few steps at a time, since summing uint8 spikes
-    makes torch convert its input to int64 first (8x the spikes' memory at once otherwise)."""
+    makes torch convert its input to int64 first (8x the spikes' memory at once otherwise). Channels-last
+    spikes are summed in memory order (a reduction across their strides is ~10x slower)."""
+    if channels_last(spikes):
+        return channels_back(spike_counts(channels_innermost(spikes)))
     parts = (spikes[sl].sum(dim=(0, 1)) for sl in row_slices(spikes.shape[0], spikes[0].numel()))
     total = next(parts)
     for p in parts:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ...kernels.layout import dense_in_layout
 from ..activations import Normalized, Reward
 from .base import Back, Handler
 
@@ -109,8 +110,8 @@ class NeuronHandler(Handler):
         """The reward at the spikes as [T, B, ...], and whether the buffer is the engine's own."""
         r = msg.value
         if msg.summed:
-            return r.unsqueeze(0).expand(steps, *r.shape).contiguous(), True
-        return r.reshape(steps, -1, *r.shape[1:]).contiguous(), msg.owned
+            return dense_in_layout(r.unsqueeze(0).expand(steps, *r.shape)), True
+        return dense_in_layout(r.reshape(steps, -1, *r.shape[1:])), msg.owned
 
     @staticmethod
     def down(node, g: Tensor, current: Tensor | None, setup: NeuronSetup, ctx) -> Back:

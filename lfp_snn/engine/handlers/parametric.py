@@ -126,9 +126,8 @@ class AffineHandler(Handler):
                     if ctx.cache is not None and not ctx.keep:
                         ctx.cache[key] = sp
                     return sp, sp
-            if isinstance(node.module, torch.nn.Linear):
-                return Spikes(v), Spikes(v)  # the Linear converts a block of rows at a time
-            return Dense(v.to(ctx.dtype)), Spikes(v)
+            # the Linear converts a block of rows at a time, a convolution all of x in its memory layout
+            return Spikes(v), Spikes(v)
         x = Dense(a.float(ctx.dtype))
         return x, (Spikes(a.compact()) if a.binary and ctx.keep else x)
 

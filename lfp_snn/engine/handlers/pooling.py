@@ -98,7 +98,7 @@ class MaxPoolHandler(Handler):
     def _route_to_first_spike(r: Tensor, spikes: Tensor, k: int) -> Tensor:
         """The reward at each window's first spike in row-major order, or at its first position when it has
         none (torch's arg-max on 0/1 values); zero elsewhere."""
-        out = r.new_empty(spikes.shape)
+        out = torch.empty_like(spikes, dtype=r.dtype)  # in the spikes' layout (channels-last stays so)
         ow, sw = _windows(out, k), _windows(spikes, k)
         seen = torch.zeros_like(sw[:, :, :, 0, :, 0], dtype=torch.bool)
         for i in range(k):

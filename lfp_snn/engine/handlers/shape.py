@@ -64,7 +64,10 @@ class ShapeFunctionHandler(_ShapeBase):
     def apply(self, node, x, ctx):
         args, kwargs = ctx.resolve(node, raw=True)
         if node.kind == "method":
-            return getattr(x, node.target)(*args[1:], **kwargs)
+            name = node.target
+            if name == "view" and not x.is_contiguous():  # a channels-last convolution's output: same values
+                name = "reshape"
+            return getattr(x, name)(*args[1:], **kwargs)
         return node.target(x, *args[1:], **kwargs)
 
 
