@@ -277,6 +277,9 @@ void spike_pool_forward_cl(const uint8_t *x, uint8_t *y, int64_t H, int64_t W, i
         for (int64_t n = n0; n < n1; ++n) {                                                                \
             REAL *on = out + n * H * W * C;                                                                \
             const uint8_t *xn = x + n * H * W * C;                                                         \
+            if (H % k || W % k) /* rows and columns past the last whole window (floor mode) get nothing */ \
+                for (int64_t q = 0; q < H * W * C; ++q)                                                    \
+                    on[q] = (REAL)0;                                                                       \
             for (int64_t oh = 0; oh < Ho; ++oh) {                                                          \
                 for (int64_t ow = 0; ow < Wo; ++ow) {                                                      \
                     const REAL *ro = r + ((n * Ho + oh) * Wo + ow) * C;                                    \

@@ -37,9 +37,9 @@ def _binary_windows(m: nn.Module, x: Tensor) -> int | None:
     k, st, pad, dil = (
         v if isinstance(v, int) else None for v in (m.kernel_size, m.stride, m.padding, m.dilation)
     )
-    if k is None or st != k or pad != 0 or dil != 1 or x.shape[2] % k or x.shape[3] % k:
+    if k is None or st != k or pad != 0 or dil != 1 or (m.ceil_mode and (x.shape[2] % k or x.shape[3] % k)):
         return None
-    return k
+    return k  # floor mode: rows and columns past the last whole window are dropped, as torch does
 
 
 def _native(ctx, t: Tensor) -> bool:
@@ -50,8 +50,9 @@ def _native(ctx, t: Tensor) -> bool:
 
 
 def _windows(x: Tensor, k: int) -> Tensor:
+    """The whole k x k windows of x [N, C, H, W] as a view [N, C, H/k, k, W/k, k] (floor division)."""
     n, c, h, w = x.shape
-    return x.view(n, c, h // k, k, w // k, k)
+    return x[:, :, : h // k * k, : w // k * k].view(n, c, h // k, k, w // k, k)
 
 
 class MaxPoolHandler(Handler):
@@ -98,7 +99,10 @@ class MaxPoolHandler(Handler):
     def _route_to_first_spike(r: Tensor, spikes: Tensor, k: int) -> Tensor:
         """The reward at each window's first spike in row-major order, or at its first position when it has
         none (torch's arg-max on 0/1 values); zero elsewhere."""
-        out = torch.empty_like(spikes, dtype=r.dtype)  # in the spikes' layout (channels-last stays so)
+        n, c, h, w = spikes.shape
+        whole = h % k == 0 and w % k == 0  # else the positions past the last whole window stay 0
+        # in the spikes' layout (channels-last stays so)
+        out = (torch.empty_like if whole else torch.zeros_like)(spikes, dtype=r.dtype)
         ow, sw = _windows(out, k), _windows(spikes, k)
         seen = torch.zeros_like(sw[:, :, :, 0, :, 0], dtype=torch.bool)
         for i in range(k):
