@@ -17,7 +17,7 @@ from torch import nn
 
 import lfp_snn
 from lfp_snn.engine.handlers.lif import spike_counts
-from lfp_snn.engine.handlers.pooling import MaxPoolHandler
+from lfp_snn.engine.handlers.pooling import MaxPoolHandler, _binary_windows, _windows
 from lfp_snn.kernels import layout, lif_feedback, lif_forward, native_scan
 from lfp_snn.ops import affine
 from lfp_snn.ops.values import multiply_by_blocks_
@@ -122,12 +122,16 @@ def test_lif_scans_on_channels_last_tensors_equal_the_contiguous_ones(backend, r
 # ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("C,k", [(3, 2), (12, 2), (64, 2), (5, 3)])
-def test_spike_pooling_of_channels_last_spikes_equals_torchs_max_pool(C, k):
+@pytest.mark.parametrize("C,k,extra", [(3, 2, 0), (12, 2, 0), (64, 2, 0), (5, 3, 0), (12, 2, 1), (5, 3, 2)])
+def test_spike_pooling_of_channels_last_spikes_equals_torchs_max_pool(C, k, extra):
+    """extra > 0: rows and columns past the last whole window, which floor-mode pooling drops (reward 0)."""
     if "native" not in _backends():
         pytest.skip("no C compiler")
     g = torch.Generator().manual_seed(C)
-    x = (torch.rand(4, C, 6 * k, 3 * k, generator=g) < 0.2).to(torch.uint8)
+    x = (torch.rand(4, C, 6 * k + extra, 3 * k + extra, generator=g) < 0.2).to(torch.uint8)
+    if extra:
+        x[..., -extra:, :] = 1  # spikes where no window reaches: they must get nothing
+        x[..., :, -extra:] = 1
     x[0, 0] = 0  # a plane without spikes: every window routes to its first position
     y_ref, idx = F.max_pool2d(x.double(), k, return_indices=True)
     r = torch.randn(y_ref.shape, generator=g, dtype=DT)
@@ -136,9 +140,20 @@ def test_spike_pooling_of_channels_last_spikes_equals_torchs_max_pool(C, k):
     y = native_scan.spike_pool_forward(xc, k)
     assert torch.equal(y.double(), y_ref) and layout.channels_last(y)
     for rr in (r, _cl(r)):  # the reward in either layout
-        out = native_scan.spike_pool_backward(rr, xc, k)
-        assert torch.equal(out, ref) and layout.channels_last(out)
-    assert torch.equal(MaxPoolHandler._route_to_first_spike(r, xc, k), ref)  # the torch path
+        for xs in (xc, x):  # the spikes in either layout
+            out = native_scan.spike_pool_backward(rr, xs, k)
+            assert torch.equal(out, ref) and layout.channels_last(out) == layout.channels_last(xs)
+            assert torch.equal(MaxPoolHandler._route_to_first_spike(rr, xs, k), ref)  # the torch path
+    assert torch.equal(native_scan.spike_pool_forward(x, k).double(), y_ref)
+    assert torch.equal(torch.amax(_windows(x, k), dim=(3, 5)).double(), y_ref)
+
+
+def test_the_spike_path_of_max_pooling_takes_floor_mode_remainders_but_not_ceil_mode():
+    x = torch.zeros(2, 3, 7, 6, dtype=torch.uint8)
+    assert _binary_windows(torch.nn.MaxPool2d(2), x) == 2
+    assert _binary_windows(torch.nn.MaxPool2d(2, ceil_mode=True), x) is None  # a partial window: torch's path
+    assert _binary_windows(torch.nn.MaxPool2d(2, ceil_mode=True), x[:, :, :6]) == 2
+    assert _binary_windows(torch.nn.MaxPool2d(2, stride=1), x) is None
 
 
 def test_spike_count_equals_torchs_sum_in_both_layouts():
@@ -156,6 +171,15 @@ def test_spike_count_equals_torchs_sum_in_both_layouts():
     assert torch.equal(native_scan.spike_count(_cl(big)), big.sum(dim=(0, 1)))
     with pytest.raises(TypeError, match="uint8 CPU spikes"):
         native_scan.spike_count(s.float())
+
+
+def test_sum_over_time_keeps_the_layout_and_the_value():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(5, 4, 6, 3, 7, generator=g, dtype=DT)
+    for x in (t, _cl(t), t[:, :, :1]):
+        s = layout.sum_leading(x)
+        assert torch.allclose(s, t.sum(0) if x.shape == t.shape else t[:, :, :1].sum(0), rtol=1e-14)
+        assert layout.channels_last(s) == layout.channels_last(x[0])
 
 
 def test_multiply_by_blocks_with_channels_last_rewards_and_spikes_in_either_layout():

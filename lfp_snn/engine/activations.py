@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..kernels.layout import sum_leading
+
 
 @dataclass
 class Act:
@@ -75,7 +77,7 @@ def summed_over_time(msg: Message, steps: int) -> Message:
     if msg.summed:
         return msg
     v = msg.value
-    s = v.reshape(steps, -1, *v.shape[1:]).sum(0)
+    s = sum_leading(v.reshape(steps, -1, *v.shape[1:]))
     return Reward(s, True, True) if isinstance(msg, Reward) else Normalized(s, True)
 
 

@@ -76,6 +76,15 @@ def dense_in_layout(t: Tensor) -> Tensor:
     return t.contiguous()
 
 
+def sum_leading(t: Tensor) -> Tensor:
+    """``t.sum(0)`` computed in memory order: torch's reduction over the leading axis of a channels-last
+    [T, N, C, H, W] runs ~10x slower than on its channels-innermost view, which is contiguous. The sum keeps
+    ``t``'s layout."""
+    if channels_last(t):
+        return channels_back(channels_innermost(t).sum(0))
+    return t.sum(0)
+
+
 __all__ = [
     "CHANNELS_LAST",
     "channels_back",
@@ -85,4 +94,5 @@ __all__ = [
     "innermost_param",
     "rows_like",
     "rows_view",
+    "sum_leading",
 ]
