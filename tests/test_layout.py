@@ -122,8 +122,9 @@ def test_lif_scans_on_channels_last_tensors_equal_the_contiguous_ones(backend, r
 # ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("C,k,extra", [(3, 2, 0), (12, 2, 0), (64, 2, 0), (5, 3, 0), (12, 2, 1), (5, 3, 2)])
-def test_spike_pooling_of_channels_last_spikes_equals_torchs_max_pool(C, k, extra):
+def test_spike_pooling_of_channels_last_spikes_equals_torchs_max_pool(C, k, extra, dtype):
     """extra > 0: rows and columns past the last whole window, which floor-mode pooling drops (reward 0)."""
     if "native" not in _backends():
         pytest.skip("no C compiler")
@@ -134,8 +135,8 @@ def test_spike_pooling_of_channels_last_spikes_equals_torchs_max_pool(C, k, extr
         x[..., :, -extra:] = 1
     x[0, 0] = 0  # a plane without spikes: every window routes to its first position
     y_ref, idx = F.max_pool2d(x.double(), k, return_indices=True)
-    r = torch.randn(y_ref.shape, generator=g, dtype=DT)
-    ref = torch.zeros(x.shape, dtype=DT).flatten(2).scatter_(2, idx.flatten(2), r.flatten(2)).reshape(x.shape)
+    r = torch.randn(y_ref.shape, generator=g, dtype=dtype)
+    ref = torch.zeros(x.shape, dtype=dtype).flatten(2).scatter_(2, idx.flatten(2), r.flatten(2)).reshape(x.shape)
     xc = _cl(x)
     y = native_scan.spike_pool_forward(xc, k)
     assert torch.equal(y.double(), y_ref) and layout.channels_last(y)
@@ -180,6 +181,15 @@ def test_sum_over_time_keeps_the_layout_and_the_value():
         s = layout.sum_leading(x)
         assert torch.allclose(s, t.sum(0) if x.shape == t.shape else t[:, :, :1].sum(0), rtol=1e-14)
         assert layout.channels_last(s) == layout.channels_last(x[0])
+
+
+def test_max_in_memory_order_is_the_max_of_every_entry_in_both_layouts():
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(3, 5, 6, 7, generator=g) < 0.3).to(torch.uint8)
+    x[2, 4, 5, 6] = 7  # a count in the last entry of the last channel
+    for v in (x, _cl(x), _cl(x)[:, :3]):  # contiguous, channels-last, and a strided slice of it
+        assert int(layout.max_in_memory_order(v)) == int(v.max())
+    assert int(layout.max_in_memory_order(_cl(x)[:, :4])) == 1  # the slice without the count
 
 
 def test_multiply_by_blocks_with_channels_last_rewards_and_spikes_in_either_layout():

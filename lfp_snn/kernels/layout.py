@@ -85,6 +85,12 @@ def sum_leading(t: Tensor) -> Tensor:
     return t.sum(0)
 
 
+def max_in_memory_order(t: Tensor) -> Tensor:
+    """``t.max()`` over every entry, read in memory order: on a channels-last tensor torch's full reduction
+    makes a contiguous copy first (~20x slower on a layer's uint8 spikes than on the channels-innermost view)."""
+    return channels_innermost(t).max() if channels_last(t) else t.max()
+
+
 __all__ = [
     "CHANNELS_LAST",
     "channels_back",
@@ -92,6 +98,7 @@ __all__ = [
     "channels_last",
     "dense_in_layout",
     "innermost_param",
+    "max_in_memory_order",
     "rows_like",
     "rows_view",
     "sum_leading",

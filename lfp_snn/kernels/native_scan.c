@@ -21,6 +21,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #ifndef LIF_BLOCK
 #define LIF_BLOCK 512
@@ -240,25 +241,29 @@ SPIKE_POOL_BACKWARD(double, f64)
 
 /* The same two on channels-last spikes, memory ordered [N, H, W, C] (C innermost, as a CPU convolution's
  * output is kept), for images [n0, n1): the window's positions are visited in the same row-major order, the
- * channels side by side. */
-void spike_pool_forward_cl(const uint8_t *x, uint8_t *y, int64_t H, int64_t W, int64_t C, int64_t k,
-                           int64_t n0, int64_t n1)
+ * channels side by side. The pointers are restrict-qualified (a uint8 pointer may otherwise alias anything,
+ * which keeps the compiler from vectorising the loops over the channels). */
+void spike_pool_forward_cl(const uint8_t *restrict x, uint8_t *restrict y, int64_t H, int64_t W, int64_t C,
+                           int64_t k, int64_t n0, int64_t n1)
 {
-    const int64_t Ho = H / k, Wo = W / k;
+    const int64_t Ho = H / k, Wo = W / k, WC = W * C;
     for (int64_t n = n0; n < n1; ++n) {
-        const uint8_t *xn = x + n * H * W * C;
-        uint8_t *yn = y + n * Ho * Wo * C;
         for (int64_t oh = 0; oh < Ho; ++oh) {
-            for (int64_t ow = 0; ow < Wo; ++ow) {
-                uint8_t *yo = yn + (oh * Wo + ow) * C;
-                for (int64_t c = 0; c < C; ++c)
-                    yo[c] = 0;
-                for (int64_t i = 0; i < k; ++i) {
-                    for (int64_t j = 0; j < k; ++j) {
-                        const uint8_t *xi = xn + ((oh * k + i) * W + ow * k + j) * C;
+            uint8_t *restrict yr = y + (n * Ho + oh) * Wo * C;
+            for (int64_t i = 0; i < k; ++i) {
+                const uint8_t *restrict xr = x + (n * H + oh * k + i) * WC;
+                for (int64_t ow = 0; ow < Wo; ++ow) {
+                    uint8_t *restrict yo = yr + ow * C;
+                    const uint8_t *restrict xo = xr + ow * k * C;
+                    if (i == 0)
                         for (int64_t c = 0; c < C; ++c)
-                            yo[c] |= xi[c];
-                    }
+                            yo[c] = xo[c];
+                    else
+                        for (int64_t c = 0; c < C; ++c)
+                            yo[c] |= xo[c];
+                    for (int64_t j = 1; j < k; ++j)
+                        for (int64_t c = 0; c < C; ++c)
+                            yo[c] |= xo[j * C + c];
                 }
             }
         }
@@ -266,43 +271,76 @@ void spike_pool_forward_cl(const uint8_t *x, uint8_t *y, int64_t H, int64_t W, i
 }
 
 #define SPIKE_POOL_BACKWARD_CL(REAL, SUF)                                                                  \
-    void spike_pool_backward_cl_##SUF(const REAL *r, const uint8_t *x, REAL *out, int64_t H, int64_t W,    \
-                                      int64_t C, int64_t k, int64_t n0, int64_t n1)                        \
+    void spike_pool_backward_cl_##SUF(const REAL *restrict r, const uint8_t *restrict x,                   \
+                                      REAL *restrict out, int64_t H, int64_t W, int64_t C, int64_t k,      \
+                                      int64_t n0, int64_t n1)                                              \
     {                                                                                                      \
         /* every position is written once, without branches (random spikes would mispredict them): a       \
          * position takes the reward where it holds the window's first spike (r * 0 elsewhere, as the      \
-         * torch path's product); the first position takes it where the window has none. */                \
-        const int64_t Ho = H / k, Wo = W / k;                                                              \
-        uint8_t seen[C > 0 ? C : 1];                                                                       \
+         * torch path's product); the first position takes it where the window has none. seen[] holds,     \
+         * per channel of the current output position, whether a spike came earlier in its window. */      \
+        const int64_t Ho = H / k, Wo = W / k, WC = W * C;                                                  \
+        if (k == 2) { /* the common 2 x 2 window, with no state between its four positions */              \
+            for (int64_t n = n0; n < n1; ++n) {                                                            \
+                REAL *restrict on = out + n * H * WC;                                                      \
+                const uint8_t *restrict xn = x + n * H * WC;                                               \
+                if (H % 2 || W % 2)                                                                        \
+                    for (int64_t q = 0; q < H * WC; ++q)                                                   \
+                        on[q] = (REAL)0;                                                                   \
+                for (int64_t oh = 0; oh < Ho; ++oh) {                                                      \
+                    const REAL *restrict rr = r + (n * Ho + oh) * Wo * C;                                  \
+                    const uint8_t *restrict x0 = xn + 2 * oh * WC, *restrict x1 = x0 + WC;                 \
+                    REAL *restrict o0 = on + 2 * oh * WC, *restrict o1 = o0 + WC;                          \
+                    for (int64_t ow = 0; ow < Wo; ++ow) {                                                  \
+                        const int64_t a = 2 * ow * C, b = a + C;                                           \
+                        for (int64_t c = 0; c < C; ++c) {                                                  \
+                            const uint8_t s0 = x0[a + c], s1 = x0[b + c], s2 = x1[a + c], s3 = x1[b + c];  \
+                            const REAL rv = rr[ow * C + c];                                                \
+                            o0[a + c] = rv * (REAL)(s0 | ((s1 | s2 | s3) ^ 1));                            \
+                            o0[b + c] = rv * (REAL)(s1 & (s0 ^ 1));                                        \
+                            o1[a + c] = rv * (REAL)(s2 & ((s0 | s1) ^ 1));                                 \
+                            o1[b + c] = rv * (REAL)(s3 & ((s0 | s1 | s2) ^ 1));                            \
+                        }                                                                                  \
+                    }                                                                                      \
+                }                                                                                          \
+            }                                                                                              \
+            return;                                                                                        \
+        }                                                                                                  \
+        uint8_t *restrict seen = (uint8_t *)malloc((size_t)(Wo * C > 0 ? Wo * C : 1));                     \
         for (int64_t n = n0; n < n1; ++n) {                                                                \
-            REAL *on = out + n * H * W * C;                                                                \
-            const uint8_t *xn = x + n * H * W * C;                                                         \
+            REAL *restrict on = out + n * H * WC;                                                          \
+            const uint8_t *restrict xn = x + n * H * WC;                                                   \
             if (H % k || W % k) /* rows and columns past the last whole window (floor mode) get nothing */ \
-                for (int64_t q = 0; q < H * W * C; ++q)                                                    \
+                for (int64_t q = 0; q < H * WC; ++q)                                                       \
                     on[q] = (REAL)0;                                                                       \
             for (int64_t oh = 0; oh < Ho; ++oh) {                                                          \
-                for (int64_t ow = 0; ow < Wo; ++ow) {                                                      \
-                    const REAL *ro = r + ((n * Ho + oh) * Wo + ow) * C;                                    \
-                    for (int64_t c = 0; c < C; ++c)                                                        \
-                        seen[c] = 0;                                                                       \
-                    for (int64_t i = 0; i < k; ++i) {                                                      \
+                const REAL *restrict rr = r + (n * Ho + oh) * Wo * C;                                      \
+                for (int64_t q = 0; q < Wo * C; ++q)                                                       \
+                    seen[q] = 0;                                                                           \
+                for (int64_t i = 0; i < k; ++i) {                                                          \
+                    const uint8_t *restrict xr = xn + (oh * k + i) * WC;                                   \
+                    REAL *restrict orow = on + (oh * k + i) * WC;                                          \
+                    for (int64_t ow = 0; ow < Wo; ++ow) {                                                  \
+                        const REAL *restrict ro = rr + ow * C;                                             \
+                        uint8_t *restrict so = seen + ow * C;                                              \
                         for (int64_t j = 0; j < k; ++j) {                                                  \
-                            const int64_t q = ((oh * k + i) * W + ow * k + j) * C;                         \
-                            const uint8_t *xq = xn + q;                                                    \
-                            REAL *oq = on + q;                                                             \
+                            const uint8_t *restrict xq = xr + (ow * k + j) * C;                            \
+                            REAL *restrict oq = orow + (ow * k + j) * C;                                   \
                             for (int64_t c = 0; c < C; ++c) {                                              \
                                 const uint8_t xv = xq[c];                                                  \
-                                oq[c] = ro[c] * (REAL)(xv & (uint8_t)(seen[c] ^ 1));                       \
-                                seen[c] |= xv;                                                             \
+                                oq[c] = ro[c] * (REAL)(xv & (uint8_t)(so[c] ^ 1));                         \
+                                so[c] |= xv;                                                               \
                             }                                                                              \
                         }                                                                                  \
                     }                                                                                      \
-                    REAL *o0 = on + (oh * k * W + ow * k) * C;                                             \
-                    for (int64_t c = 0; c < C; ++c)                                                        \
-                        o0[c] += ro[c] * (REAL)(seen[c] ^ 1);                                              \
                 }                                                                                          \
+                REAL *restrict o0 = on + oh * k * WC;                                                      \
+                for (int64_t ow = 0; ow < Wo; ++ow)                                                        \
+                    for (int64_t c = 0; c < C; ++c)                                                        \
+                        o0[ow * k * C + c] += rr[ow * C + c] * (REAL)(seen[ow * C + c] ^ 1);               \
             }                                                                                              \
         }                                                                                                  \
+        free(seen);                                                                                        \
     }
 
 SPIKE_POOL_BACKWARD_CL(float, f32)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ...kernels.layout import max_in_memory_order
 from ...ops import PARAMETRIC, Dense, SparseRows, Spikes, Value, affine_op, check_conv
 from ...rules import Rule, stabilize
 from ..activations import Act, Normalized, Reward
@@ -184,7 +185,7 @@ def check_binary(v: Tensor, node) -> None:
     bundle take)."""
     if not v.numel():
         return
-    ok = int(v.max()) <= 1 if v.dtype == torch.uint8 else bool(((v == 0) | (v == 1)).all())
+    ok = int(max_in_memory_order(v)) <= 1 if v.dtype == torch.uint8 else bool(((v == 0) | (v == 1)).all())
     if not ok:
         raise ValueError(
             f"fixed_point: {node.describe()} reads the model's input, which must be binary spikes (0/1) per step, "

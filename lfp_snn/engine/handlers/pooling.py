@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...kernels import native_scan, resolve_backend
+from ...kernels.layout import max_in_memory_order
 from ...rules import stabilize
 from ..activations import Act, Reward
 from .base import Back, Handler
@@ -66,7 +67,8 @@ class MaxPoolHandler(Handler):
         if fx is not None and node.index in fx.reads_input:
             check_binary(a.value, node)
         k = _binary_windows(m, a.value) if a.binary else None
-        if k is not None and int(a.value.max()) <= 1:  # 0/1 spikes (not counts): OR over each window
+        # 0/1 spikes (not counts): the OR over each window
+        if k is not None and int(max_in_memory_order(a.value)) <= 1:
             if _native(ctx, a.value):
                 y = native_scan.spike_pool_forward(a.value, k)
             else:
