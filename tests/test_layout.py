@@ -115,6 +115,12 @@ def test_lif_scans_on_channels_last_tensors_equal_the_contiguous_ones(backend, r
     g0 = lif_feedback(r, v0, beta, thr, reset, delay, mem0, 1e-6, backend=backend)
     g1 = lif_feedback(_cl(r), v1, beta, thr, reset, delay, mem0, 1e-6, backend=backend)
     assert torch.equal(g0, g1) and layout.channels_last(g1)
+    sum0 = lif_feedback(r, v0, beta, thr, reset, delay, mem0, 1e-6, backend=backend, summed=True)
+    sum1 = lif_feedback(_cl(r), v1, beta, thr, reset, delay, mem0, 1e-6, backend=backend, summed=True)
+    # the native scan sums in its loop over t (the same order in both layouts); torch's sum may reorder
+    assert layout.channels_last(sum1) and torch.allclose(sum0, sum1, rtol=1e-14, atol=1e-15)
+    assert backend != "native" or torch.equal(sum0, sum1)
+    assert torch.allclose(sum0, g0.sum(0), rtol=1e-12, atol=1e-15)
 
 
 # ------------------------------------------------------------------------------------------------------

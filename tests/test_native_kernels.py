@@ -68,6 +68,12 @@ def _check(current, beta, thr, reset, reset_delay, mem0=None, steps=None, seed=0
     g_ref = torch_scan.lif_feedback_scan(reward, v_ref, beta, thr, reset, reset_delay, mem0, 1e-6)
     g = native_scan.lif_feedback_scan(reward, v_ref, beta, thr, reset, reset_delay, mem0, 1e-6)
     assert _same(g, g_ref)
+    # summed inside the scan: g's steps added from t = T down to 1, starting at -0. (so bit for bit)
+    total = torch.full_like(g_ref[0], -0.0)
+    for t in reversed(range(g_ref.shape[0])):
+        total = total + g_ref[t]
+    gs = native_scan.lif_feedback_scan(reward, v_ref, beta, thr, reset, reset_delay, mem0, 1e-6, summed=True)
+    assert _same(gs, total)
     return s_ref
 
 
@@ -199,7 +205,7 @@ def test_multithreaded(monkeypatch, reset, reset_delay):
     mem0 = _current(*shape, seed=25)
     _check(current, beta, thr, reset, reset_delay, mem0, seed=26)
     _check(current[0], beta, thr, reset, reset_delay, mem0, steps=T, seed=27)
-    assert parts == [1, 1, 1, 1], "the work should have been split over two threads"
+    assert parts == [1] * 6, "every scan (forward, feedback, summed feedback; twice) should split over two threads"
 
 
 def test_dispatch_through_kernels_module():
@@ -212,6 +218,13 @@ def test_dispatch_through_kernels_module():
         g_ref = kernels.lif_feedback(reward, v_ref, 0.9, 1.0, reset, delay, backend="torch")
         g = kernels.lif_feedback(reward, v, 0.9, 1.0, reset, delay, backend="native")
         assert _same(g, g_ref)
+        for backend in ("torch", "native"):  # the sum over time, by the scan or after it
+            gs = kernels.lif_feedback(reward, v, 0.9, 1.0, reset, delay, backend=backend, summed=True)
+            assert gs.shape == (B, N) and torch.allclose(gs, g_ref.sum(0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="summed=True.*out"):
+        kernels.lif_feedback(reward, v, 0.9, 1.0, "zero", False, out=reward, backend="native", summed=True)
+    with pytest.raises(ValueError, match="summed=True.*out"):
+        native_scan.lif_feedback_scan(reward, v, 0.9, 1.0, out=reward, summed=True)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -124,11 +124,15 @@ def lif_feedback(
     out: Tensor | None = None,
     backend: str = "torch",
     norm: bool = False,
+    summed: bool = False,
 ) -> Tensor:
     """g from the reward at the spikes and the forward's firing potential V:
     :func:`lfp_snn.kernels.torch_scan.lif_feedback_scan` on ``backend`` (``norm``: the max-abs normalisation
     of R_t, torch only). A channels-last potential is scanned in memory order, g coming back channels-last
-    (as in :func:`lif_forward`)."""
+    (as in :func:`lif_forward`). ``summed``: Σ_t g_t [B, ...] instead of g (for a layer below whose input is
+    the same at every step); the native scan sums inside its loop over t, the others sum g after it."""
+    if summed and out is not None:
+        raise ValueError("summed=True returns a new [B, ...] sum; out (a [T, B, ...] buffer) does not apply")
     if channels_last(pot):
         g = lif_feedback(
             channels_innermost(reward),
@@ -142,18 +146,21 @@ def lif_feedback(
             None if out is None else channels_innermost(out),
             backend,
             norm,
+            summed,
         )
         return channels_back(g)
     backend = resolve_backend(backend, reward.device, pot.dtype)
     if backend == "torch":
-        return _torch_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out, norm)
+        g = _torch_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out, norm)
+        return g.sum(0) if summed else g
     if norm:
         raise ValueError(f"the max-abs reward normalisation runs in the torch scans, not backend {backend!r}")
     check_backend(backend, reward.device)
     if backend == "native":
         from .native_scan import lif_feedback_scan as _native_feedback
 
-        return _native_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out)
+        return _native_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out, summed)
     from .triton_scan import lif_feedback_scan
 
-    return lif_feedback_scan(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out)
+    g = lif_feedback_scan(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out)
+    return g.sum(0) if summed else g

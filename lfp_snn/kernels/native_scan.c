@@ -109,14 +109,16 @@ int lif_native_block(void) { return LIF_BLOCK; }
     LIF_INLINE void lif_fb_block_##SUF(const REAL *rew, const REAL *pot, const REAL *beta, int32_t beta_vec, \
                                        const REAL *thr, int32_t thr_vec, const REAL *mem0, REAL eps,       \
                                        REAL *g, int64_t T, int64_t M, int64_t j0, int64_t n, const int SUB, \
-                                       const int DELAY)                                                    \
+                                       const int DELAY, const int SUM)                                     \
     {                                                                                                      \
         REAL b[LIF_BLOCK], th[LIF_BLOCK], v[LIF_BLOCK], vp[LIF_BLOCK], carry[LIF_BLOCK], r[LIF_BLOCK];     \
+        REAL acc[LIF_BLOCK]; /* SUM: the sum of g over the steps so far (t = T..1), -0. + x == x */        \
         for (int64_t k = 0; k < n; ++k) {                                                                  \
             b[k] = beta_vec ? beta[j0 + k] : beta[0];                                                      \
             th[k] = thr_vec ? thr[j0 + k] : thr[0];                                                        \
             v[k] = pot[(T - 1) * M + j0 + k]; /* V_T */                                                    \
             carry[k] = (REAL)-0.0;            /* C_{T+1}: -0. + x == x, bit for bit */                     \
+            acc[k] = (REAL)-0.0;                                                                           \
         }                                                                                                  \
         for (int64_t t = T - 1; t >= 0; --t) {                                                             \
             if (t > 0) {                                                                                   \
@@ -149,29 +151,43 @@ int lif_native_block(void) { return LIF_BLOCK; }
                 carry[k] = pb * gk;                                                                        \
                 v[k] = vp[k];                                                                              \
             }                                                                                              \
-            REAL *go = g + t * M + j0;                                                                     \
-            for (int64_t k = 0; k < n; ++k)                                                                \
-                go[k] = r[k];                                                                              \
+            if (SUM) {                                                                                     \
+                for (int64_t k = 0; k < n; ++k)                                                            \
+                    acc[k] += r[k];                                                                        \
+            } else {                                                                                       \
+                REAL *go = g + t * M + j0;                                                                 \
+                for (int64_t k = 0; k < n; ++k)                                                            \
+                    go[k] = r[k];                                                                          \
+            }                                                                                              \
         }                                                                                                  \
+        if (SUM)                                                                                           \
+            for (int64_t k = 0; k < n; ++k)                                                                \
+                g[j0 + k] = acc[k];                                                                        \
     }                                                                                                      \
                                                                                                            \
-    /* rew, pot, g: [T, M] (g may be rew); beta/thr: [M] when *_vec, else [1]; mem0: [M] or NULL */        \
+    /* rew, pot: [T, M]; g: [T, M] (may be rew), or [M] for the sum of g over time when summed;            \
+     * beta/thr: [M] when *_vec, else [1]; mem0: [M] or NULL */                                            \
     void lif_feedback_##SUF(const REAL *rew, const REAL *pot, const REAL *beta, int32_t beta_vec,          \
                             const REAL *thr, int32_t thr_vec, const REAL *mem0, REAL eps, REAL *g,         \
-                            int64_t T, int64_t M, int64_t m0, int64_t m1, int32_t subtract, int32_t delay) \
+                            int64_t T, int64_t M, int64_t m0, int64_t m1, int32_t subtract, int32_t delay, \
+                            int32_t summed)                                                                \
     {                                                                                                      \
         if (T <= 0)                                                                                        \
             return;                                                                                        \
         for (int64_t j0 = m0; j0 < m1; j0 += LIF_BLOCK) {                                                  \
             int64_t n = m1 - j0 < LIF_BLOCK ? m1 - j0 : LIF_BLOCK;                                         \
             if (subtract && delay)                                                                         \
-                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n, 1, 1); \
+                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n,      \
+                                   1, 1, summed);                                                          \
             else if (subtract)                                                                             \
-                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n, 1, 0); \
+                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n,      \
+                                   1, 0, summed);                                                          \
             else if (delay)                                                                                \
-                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n, 0, 1); \
+                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n,      \
+                                   0, 1, summed);                                                          \
             else                                                                                           \
-                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n, 0, 0); \
+                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n,      \
+                                   0, 0, summed);                                                          \
         }                                                                                                  \
     }
 

@@ -183,7 +183,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         fwd.argtypes = [p, i64, p, i32, p, i32, p, p, p, p, i64, i64, i64, i64, i32, i32]
         fwd.restype = None
         fb = getattr(lib, f"lif_feedback_{suffix}")
-        fb.argtypes = [p, p, p, i32, p, i32, p, real, p, i64, i64, i64, i64, i32, i32]
+        fb.argtypes = [p, p, p, i32, p, i32, p, real, p, i64, i64, i64, i64, i32, i32, i32]
         fb.restype = None
     lib.lif_native_block.argtypes = []
     lib.lif_native_block.restype = ctypes.c_int
@@ -376,6 +376,7 @@ def lif_feedback_scan(
     mem0: Tensor | None = None,
     eps: float = 1e-6,
     out: Tensor | None = None,
+    summed: bool = False,
 ) -> Tensor:
     """Reverse scan of LFP-ε through a LIF layer, t = T..1
     (:func:`lfp_snn.kernels.torch_scan.lif_feedback_scan`, in C).
@@ -385,10 +386,14 @@ def lif_feedback_scan(
         pot: the firing potential V from :func:`lif_forward_scan`, [T, B, ...].
         mem0: the initial membrane U_0 the forward started from, [B, ...] (zeros when None).
         out: where to write g (may be ``reward`` itself: each step reads its reward before writing g).
+        summed: return Σ_t g_t [B, ...] instead, summed inside the scan (t = T..1): what a layer with a
+            constant input needs, without the [T, B, ...] g ever being written.
     Returns:
-        g [T, B, ...] in ``pot``'s dtype (``out`` when given).
+        g [T, B, ...] in ``pot``'s dtype (``out`` when given), or its sum over time when ``summed``.
     """
     _check_dtype(pot, "the firing potential")
+    if summed and out is not None:
+        raise ValueError("summed=True returns a new [B, ...] sum; out (a [T, B, ...] buffer) does not apply")
     check_feedback_args(reward, pot, out)
     dtype = pot.dtype
     T, step_shape = pot.shape[0], pot.shape[1:]
@@ -397,7 +402,10 @@ def lif_feedback_scan(
     reward = reward.to(dtype).contiguous()
     pot = pot.contiguous()
     direct = out is not None and out.dtype == dtype and out.is_contiguous()
-    g = out if direct else torch.empty_like(pot)
+    if summed:
+        g = (torch.empty if T > 0 else torch.zeros)(step_shape, dtype=dtype)
+    else:
+        g = out if direct else torch.empty_like(pot)
     M = step_shape.numel()
     if T > 0 and M > 0:
         lib = load()
@@ -413,8 +421,8 @@ def lif_feedback_scan(
             eps_r,
             g.data_ptr(),
         )
-        _run(fn, before, (int(reset == "subtract"), int(bool(reset_delay))), T, M)
-    return output(out, g, direct)
+        _run(fn, before, (int(reset == "subtract"), int(bool(reset_delay)), int(summed)), T, M)
+    return g if summed else output(out, g, direct)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from ...kernels.torch_scan import membrane
 from ...neurons.lif import LIF, check_lif_parameters, check_lif_shapes
 from ...ops import row_slices
 from ...quantization import fixed_lif_scan
-from ..activations import Act
+from ..activations import Act, Normalized
 from .base import Back
 from .neuron import NeuronHandler, NeuronSetup
 
@@ -162,6 +162,11 @@ class LIFHandler(NeuronHandler):
             if not owned:
                 rt, owned = rt.clone(), True
             rt[-1].add_(ctx.carry.pop(node.name))
+        # a conv layer with a constant input (an image) takes g summed over time: summed inside the scan, the
+        # [T, B, C, H, W] g is never written. Not over stretches of time (their boundary needs g_1), and not
+        # for a Linear layer's neurons: there g is small and summing after the scan keeps those models'
+        # results bit for bit as they were
+        summed = rec.constant and s.g_below and pot.dim() >= 5 and ctx.carry is None and ctx.wants(node, 0)
         g = lif_feedback(
             rt,
             pot,
@@ -171,11 +176,14 @@ class LIFHandler(NeuronHandler):
             m.reset_delay,
             rec.mem0,
             s.eps,
-            out=rt if owned else None,
+            out=rt if owned and not summed else None,
             backend=s.backend,
             norm=s.reward_norm,
+            summed=summed,
         )
         del pot, rt
+        if summed:
+            return Back((Normalized(g, True),))
         if ctx.carry is not None and rec.mem0 is not None:  # C_1 = β P_1 g_1, handed to the earlier stretch
             ctx.carry[node.name] = _previous_membrane(rec.mem0, rec.threshold, m).mul_(rec.beta).mul_(g[0])
         return self.down(node, g, rec.current, s, ctx)
