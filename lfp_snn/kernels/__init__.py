@@ -11,6 +11,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from ._args import check_summed_out
 from .layout import channels_back, channels_innermost, channels_last, innermost_param
 from .torch_scan import lif_feedback_scan as _torch_feedback
 from .torch_scan import lif_forward_scan as _torch_forward
@@ -131,8 +132,7 @@ def lif_feedback(
     of R_t, torch only). A channels-last potential is scanned in memory order, g coming back channels-last
     (as in :func:`lif_forward`). ``summed``: Σ_t g_t [B, ...] instead of g (for a layer below whose input is
     the same at every step); the native scan sums inside its loop over t, the others sum g after it."""
-    if summed and out is not None:
-        raise ValueError("summed=True returns a new [B, ...] sum; out (a [T, B, ...] buffer) does not apply")
+    check_summed_out(out, summed)
     if channels_last(pot):
         g = lif_feedback(
             channels_innermost(reward),

@@ -36,7 +36,14 @@ def check_forward_out(out: Tensor | None, T: int, step_shape: torch.Size, device
         )
 
 
-def check_feedback_args(reward: Tensor, pot: Tensor, out: Tensor | None) -> None:
+def check_summed_out(out: Tensor | None, summed: bool) -> None:
+    """A feedback scan returning g summed over time makes its own [B, ...] result: ``out`` does not apply."""
+    if summed and out is not None:
+        raise ValueError("summed=True returns a new [B, ...] sum; out (a [T, B, ...] buffer) does not apply")
+
+
+def check_feedback_args(reward: Tensor, pot: Tensor, out: Tensor | None, summed: bool = False) -> None:
+    check_summed_out(out, summed)
     if pot.dim() < 2:
         raise ValueError(f"expected a firing potential of shape [T, B, ...], got {list(pot.shape)}")
     if reward.shape != pot.shape:

@@ -21,7 +21,6 @@
  */
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #ifndef LIF_BLOCK
 #define LIF_BLOCK 512
@@ -293,36 +292,10 @@ void spike_pool_forward_cl(const uint8_t *restrict x, uint8_t *restrict y, int64
     {                                                                                                      \
         /* every position is written once, without branches (random spikes would mispredict them): a       \
          * position takes the reward where it holds the window's first spike (r * 0 elsewhere, as the      \
-         * torch path's product); the first position takes it where the window has none. seen[] holds,     \
-         * per channel of the current output position, whether a spike came earlier in its window. */      \
+         * torch path's product); the first position takes it where the window has none. A 2 x 2 window    \
+         * takes its four spikes at once; larger ones carry seen[c]: a spike came earlier in the window. */\
         const int64_t Ho = H / k, Wo = W / k, WC = W * C;                                                  \
-        if (k == 2) { /* the common 2 x 2 window, with no state between its four positions */              \
-            for (int64_t n = n0; n < n1; ++n) {                                                            \
-                REAL *restrict on = out + n * H * WC;                                                      \
-                const uint8_t *restrict xn = x + n * H * WC;                                               \
-                if (H % 2 || W % 2)                                                                        \
-                    for (int64_t q = 0; q < H * WC; ++q)                                                   \
-                        on[q] = (REAL)0;                                                                   \
-                for (int64_t oh = 0; oh < Ho; ++oh) {                                                      \
-                    const REAL *restrict rr = r + (n * Ho + oh) * Wo * C;                                  \
-                    const uint8_t *restrict x0 = xn + 2 * oh * WC, *restrict x1 = x0 + WC;                 \
-                    REAL *restrict o0 = on + 2 * oh * WC, *restrict o1 = o0 + WC;                          \
-                    for (int64_t ow = 0; ow < Wo; ++ow) {                                                  \
-                        const int64_t a = 2 * ow * C, b = a + C;                                           \
-                        for (int64_t c = 0; c < C; ++c) {                                                  \
-                            const uint8_t s0 = x0[a + c], s1 = x0[b + c], s2 = x1[a + c], s3 = x1[b + c];  \
-                            const REAL rv = rr[ow * C + c];                                                \
-                            o0[a + c] = rv * (REAL)(s0 | ((s1 | s2 | s3) ^ 1));                            \
-                            o0[b + c] = rv * (REAL)(s1 & (s0 ^ 1));                                        \
-                            o1[a + c] = rv * (REAL)(s2 & ((s0 | s1) ^ 1));                                 \
-                            o1[b + c] = rv * (REAL)(s3 & ((s0 | s1 | s2) ^ 1));                            \
-                        }                                                                                  \
-                    }                                                                                      \
-                }                                                                                          \
-            }                                                                                              \
-            return;                                                                                        \
-        }                                                                                                  \
-        uint8_t *restrict seen = (uint8_t *)malloc((size_t)(Wo * C > 0 ? Wo * C : 1));                     \
+        uint8_t seen[C > 0 ? C : 1];                                                                       \
         for (int64_t n = n0; n < n1; ++n) {                                                                \
             REAL *restrict on = out + n * H * WC;                                                          \
             const uint8_t *restrict xn = x + n * H * WC;                                                   \
@@ -330,33 +303,41 @@ void spike_pool_forward_cl(const uint8_t *restrict x, uint8_t *restrict y, int64
                 for (int64_t q = 0; q < H * WC; ++q)                                                       \
                     on[q] = (REAL)0;                                                                       \
             for (int64_t oh = 0; oh < Ho; ++oh) {                                                          \
-                const REAL *restrict rr = r + (n * Ho + oh) * Wo * C;                                      \
-                for (int64_t q = 0; q < Wo * C; ++q)                                                       \
-                    seen[q] = 0;                                                                           \
-                for (int64_t i = 0; i < k; ++i) {                                                          \
-                    const uint8_t *restrict xr = xn + (oh * k + i) * WC;                                   \
-                    REAL *restrict orow = on + (oh * k + i) * WC;                                          \
-                    for (int64_t ow = 0; ow < Wo; ++ow) {                                                  \
-                        const REAL *restrict ro = rr + ow * C;                                             \
-                        uint8_t *restrict so = seen + ow * C;                                              \
+                for (int64_t ow = 0; ow < Wo; ++ow) {                                                      \
+                    const REAL *restrict ro = r + ((n * Ho + oh) * Wo + ow) * C;                           \
+                    const int64_t q0 = (oh * k * W + ow * k) * C; /* the window's first position */        \
+                    if (k == 2) {                                                                          \
+                        const uint8_t *restrict x0 = xn + q0, *restrict x1 = x0 + WC;                      \
+                        REAL *restrict o0 = on + q0, *restrict o1 = o0 + WC;                               \
+                        for (int64_t c = 0; c < C; ++c) {                                                  \
+                            const uint8_t s0 = x0[c], s1 = x0[C + c], s2 = x1[c], s3 = x1[C + c];          \
+                            o0[c] = ro[c] * (REAL)(s0 | ((s1 | s2 | s3) ^ 1));                             \
+                            o0[C + c] = ro[c] * (REAL)(s1 & (s0 ^ 1));                                     \
+                            o1[c] = ro[c] * (REAL)(s2 & ((s0 | s1) ^ 1));                                  \
+                            o1[C + c] = ro[c] * (REAL)(s3 & ((s0 | s1 | s2) ^ 1));                         \
+                        }                                                                                  \
+                        continue;                                                                          \
+                    }                                                                                      \
+                    for (int64_t c = 0; c < C; ++c)                                                        \
+                        seen[c] = 0;                                                                       \
+                    for (int64_t i = 0; i < k; ++i) {                                                      \
                         for (int64_t j = 0; j < k; ++j) {                                                  \
-                            const uint8_t *restrict xq = xr + (ow * k + j) * C;                            \
-                            REAL *restrict oq = orow + (ow * k + j) * C;                                   \
+                            const int64_t q = q0 + (i * W + j) * C;                                        \
+                            const uint8_t *restrict xq = xn + q;                                           \
+                            REAL *restrict oq = on + q;                                                    \
                             for (int64_t c = 0; c < C; ++c) {                                              \
                                 const uint8_t xv = xq[c];                                                  \
-                                oq[c] = ro[c] * (REAL)(xv & (uint8_t)(so[c] ^ 1));                         \
-                                so[c] |= xv;                                                               \
+                                oq[c] = ro[c] * (REAL)(xv & (uint8_t)(seen[c] ^ 1));                       \
+                                seen[c] |= xv;                                                             \
                             }                                                                              \
                         }                                                                                  \
                     }                                                                                      \
-                }                                                                                          \
-                REAL *restrict o0 = on + oh * k * WC;                                                      \
-                for (int64_t ow = 0; ow < Wo; ++ow)                                                        \
+                    REAL *restrict o0 = on + q0;                                                           \
                     for (int64_t c = 0; c < C; ++c)                                                        \
-                        o0[ow * k * C + c] += rr[ow * C + c] * (REAL)(seen[ow * C + c] ^ 1);               \
+                        o0[c] += ro[c] * (REAL)(seen[c] ^ 1);                                              \
+                }                                                                                          \
             }                                                                                              \
         }                                                                                                  \
-        free(seen);                                                                                        \
     }
 
 SPIKE_POOL_BACKWARD_CL(float, f32)

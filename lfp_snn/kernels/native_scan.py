@@ -392,9 +392,7 @@ def lif_feedback_scan(
         g [T, B, ...] in ``pot``'s dtype (``out`` when given), or its sum over time when ``summed``.
     """
     _check_dtype(pot, "the firing potential")
-    if summed and out is not None:
-        raise ValueError("summed=True returns a new [B, ...] sum; out (a [T, B, ...] buffer) does not apply")
-    check_feedback_args(reward, pot, out)
+    check_feedback_args(reward, pot, out, summed)
     dtype = pot.dtype
     T, step_shape = pot.shape[0], pot.shape[1:]
     beta_t, beta_vec, thr_t, thr_vec, mem0 = _common(dtype, beta, threshold, reset, mem0, step_shape)
