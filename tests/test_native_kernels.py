@@ -74,6 +74,14 @@ def _check(current, beta, thr, reset, reset_delay, mem0=None, steps=None, seed=0
         total = total + g_ref[t]
     gs = native_scan.lif_feedback_scan(reward, v_ref, beta, thr, reset, reset_delay, mem0, 1e-6, summed=True)
     assert _same(gs, total)
+    if steps is not None:  # a constant current: V made again inside the feedback, and a forward without V
+        args = (beta, thr, reset, reset_delay, mem0, 1e-6)
+        assert _same(native_scan.lif_feedback_constant_scan(reward, current, *args), g_ref)
+        assert _same(native_scan.lif_feedback_constant_scan(reward, current, *args, summed=True), total)
+        s2, none = native_scan.lif_forward_scan(
+            current, beta, thr, reset, reset_delay, mem0, steps, spike_dtype=torch.uint8, potential=False
+        )
+        assert none is None and torch.equal(s2, s_ref.to(torch.uint8))
     return s_ref
 
 
@@ -205,7 +213,9 @@ def test_multithreaded(monkeypatch, reset, reset_delay):
     mem0 = _current(*shape, seed=25)
     _check(current, beta, thr, reset, reset_delay, mem0, seed=26)
     _check(current[0], beta, thr, reset, reset_delay, mem0, steps=T, seed=27)
-    assert parts == [1] * 6, "every scan (forward, feedback, summed feedback; twice) should split over two threads"
+    # every scan should split over two threads: forward, feedback, summed feedback (twice); for the constant
+    # current also the two feedbacks from the current and the forward without V
+    assert parts == [1] * 9
 
 
 def test_dispatch_through_kernels_module():
@@ -225,6 +235,40 @@ def test_dispatch_through_kernels_module():
         kernels.lif_feedback(reward, v, 0.9, 1.0, "zero", False, out=reward, backend="native", summed=True)
     with pytest.raises(ValueError, match="summed=True.*out"):
         native_scan.lif_feedback_scan(reward, v, 0.9, 1.0, out=reward, summed=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_constant_current_feedback_through_kernels_module(backend):
+    """lif_feedback_constant is lif_forward then lif_feedback, on every backend and in channels-last (the
+    fused native scan reads the current in its memory order)."""
+    T = 6
+    current = _current(2, 5, 6, 7, seed=40).contiguous(memory_format=torch.channels_last)
+    beta, thr = _params(True, shape=(5, 1, 1), seed=41)
+    reward = torch.randn(T, 2, 5, 6, 7, generator=_gen(42))
+    for reset, delay in (("zero", False), ("subtract", True)):
+        v = kernels.lif_forward(current, beta, thr, reset, delay, None, T, backend="torch")[1]
+        for summed in (False, True):
+            g_ref = kernels.lif_feedback(reward, v, beta, thr, reset, delay, backend=backend, summed=summed)
+            g = kernels.lif_feedback_constant(
+                reward, current, beta, thr, reset, delay, backend=backend, summed=summed
+            )
+            assert _same(g.contiguous(), g_ref.contiguous())
+        s, none = kernels.lif_forward(
+            current, beta, thr, reset, delay, None, T, backend=backend, potential=False
+        )
+        assert none is None and torch.equal(
+            s, kernels.lif_forward(current, beta, thr, reset, delay, None, T)[0]
+        )
+    with pytest.raises(ValueError, match="potential=False.*out"):
+        kernels.lif_forward(
+            current, 0.9, 1.0, "zero", False, None, T, backend=backend, out=v, potential=False
+        )
+    with pytest.raises(ValueError, match="summed=True.*out"):
+        kernels.lif_feedback_constant(reward, current, 0.9, 1.0, "zero", False, out=reward, summed=True)
+    with pytest.raises(
+        ValueError, match=r"the reward has shape \[6, 2, 5, 6, 7\]; expected \[T, 2, 5, 7, 6\]"
+    ):
+        native_scan.lif_feedback_constant_scan(reward, current.transpose(2, 3), 0.9, 1.0)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -369,6 +413,36 @@ def test_feedback_mlp_native_equals_torch(rule, reset, reset_delay):
     assert max(float(f.abs().max()) for f in res_ref.feedback.values()) > 0
     for name, f_ref in res_ref.feedback.items():
         assert _same(res.feedback[name], f_ref), name
+
+
+def test_constant_input_feedback_makes_the_potential_inside_the_scan(monkeypatch):
+    """An image shown at every step: the first LIF layer's current is constant, its forward writes no
+    potential and its feedback scan makes it again inside (native), bit for bit the torch backend's result."""
+    calls = []
+    fused = native_scan.lif_feedback_constant_scan
+    monkeypatch.setattr(
+        native_scan, "lif_feedback_constant_scan", lambda *a, **k: calls.append(1) or fused(*a, **k)
+    )
+    torch.manual_seed(0)
+    model = lfp_snn.SpikingSequential(
+        nn.Flatten(),
+        nn.Linear(20, 33),
+        lfp_snn.LIF(torch.linspace(0.7, 0.95, 33), 1.0, backend="torch"),
+        nn.Linear(33, 10),
+        lfp_snn.LIF(0.9, 0.8, backend="torch"),
+    )
+    with torch.no_grad():
+        model[1].weight.mul_(3.0)
+    x_seq = torch.rand(8, 4, 5, generator=_gen(2)).unsqueeze(0).expand(6, 8, 4, 5)
+    labels = torch.arange(8) % 10
+    res_ref = lfp_snn.feedback_result(model, x_seq, labels, reward="sequence", rule="epsilon")
+    assert not calls
+    _set_backend(model, "native")
+    res = lfp_snn.feedback_result(model, x_seq, labels, reward="sequence", rule="epsilon")
+    assert calls == [1], "the first layer's feedback should run from its constant current"
+    assert res_ref.spike_rate["2"] > 0
+    for name, f_ref in res_ref.feedback.items():
+        assert f_ref.abs().max() > 0 and _same(res.feedback[name], f_ref), name
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -79,11 +79,16 @@ def lif_forward(
     backend: str = "torch",
     out: Tensor | None = None,
     spike_dtype=None,
-) -> tuple[Tensor, Tensor]:
+    potential: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """(spikes, firing potential V): :func:`lfp_snn.kernels.torch_scan.lif_forward_scan` on ``backend``.
 
     A channels-last current (a CPU convolution's output, :mod:`lfp_snn.kernels.layout`) is scanned in memory
-    order and both outputs come back channels-last: the scan treats every neuron alike."""
+    order and both outputs come back channels-last: the scan treats every neuron alike. ``potential=False``:
+    V is not wanted and None comes back for it (the native scan then never writes it; ``out`` does not
+    apply)."""
+    if out is not None and not potential:
+        raise ValueError("potential=False writes no firing potential; out (where it would go) does not apply")
     if channels_last(current):
         spikes, pot = lif_forward(
             channels_innermost(current),
@@ -96,21 +101,29 @@ def lif_forward(
             backend,
             None if out is None else channels_innermost(out),
             spike_dtype,
+            potential,
         )
-        return channels_back(spikes), channels_back(pot)
+        return channels_back(spikes), None if pot is None else channels_back(pot)
     backend = resolve_backend(backend, current.device, current.dtype)
     if backend == "torch":
-        return _torch_forward(current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype)
-    check_backend(backend, current.device)
-    if backend == "native":
+        spikes, pot = _torch_forward(
+            current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype
+        )
+    elif backend == "native":
+        check_backend(backend, current.device)
         from .native_scan import lif_forward_scan as _native_forward
 
-        return _native_forward(current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype)
-    from .triton_scan import lif_forward_scan
+        return _native_forward(
+            current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype, potential
+        )
+    else:
+        check_backend(backend, current.device)
+        from .triton_scan import lif_forward_scan
 
-    return lif_forward_scan(
-        current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype=spike_dtype
-    )
+        spikes, pot = lif_forward_scan(
+            current, beta, threshold, reset, reset_delay, mem0, steps, out, spike_dtype=spike_dtype
+        )
+    return spikes, pot if potential else None
 
 
 def lif_feedback(
@@ -164,3 +177,56 @@ def lif_feedback(
 
     g = lif_feedback_scan(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out)
     return g.sum(0) if summed else g
+
+
+def lif_feedback_constant(
+    reward: Tensor,
+    current: Tensor,
+    beta,
+    threshold,
+    reset: str,
+    reset_delay: bool,
+    mem0=None,
+    eps: float = 1e-6,
+    out: Tensor | None = None,
+    backend: str = "torch",
+    norm: bool = False,
+    summed: bool = False,
+) -> Tensor:
+    """:func:`lif_feedback` of a LIF layer whose current ``current`` [B, ...] is the same at each of the
+    reward's T steps, from that current instead of the firing potential. The native scan runs the forward
+    again a block of neurons at a time inside the feedback, so the [T, B, ...] potential is never written
+    (one [T, B, ...] write and read less than the forward scan, then the feedback); the other backends run
+    :func:`lif_forward` then :func:`lif_feedback`. The same bits either way."""
+    check_summed_out(out, summed)
+    backend = resolve_backend(backend, current.device, current.dtype)
+    if backend != "native" or norm:
+        T = reward.shape[0]
+        pot = lif_forward(
+            current, beta, threshold, reset, reset_delay, mem0, T, backend, spike_dtype=torch.uint8
+        )[1]
+        return lif_feedback(
+            reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out, backend, norm, summed
+        )
+    if channels_last(current):
+        g = lif_feedback_constant(
+            channels_innermost(reward),
+            channels_innermost(current),
+            innermost_param(beta),
+            innermost_param(threshold),
+            reset,
+            reset_delay,
+            None if mem0 is None else channels_innermost(mem0),
+            eps,
+            None if out is None else channels_innermost(out),
+            backend,
+            norm,
+            summed,
+        )
+        return channels_back(g)
+    check_backend(backend, current.device)
+    from .native_scan import lif_feedback_constant_scan
+
+    return lif_feedback_constant_scan(
+        reward, current, beta, threshold, reset, reset_delay, mem0, eps, out, summed
+    )

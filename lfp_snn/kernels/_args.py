@@ -29,7 +29,11 @@ def spike_dtype_of(current: Tensor, spike_dtype: torch.dtype | None, accepted: t
     return sdt
 
 
-def check_forward_out(out: Tensor | None, T: int, step_shape: torch.Size, device: torch.device) -> None:
+def check_forward_out(
+    out: Tensor | None, T: int, step_shape: torch.Size, device: torch.device, potential: bool = True
+) -> None:
+    if out is not None and not potential:
+        raise ValueError("potential=False writes no firing potential; out (where it would go) does not apply")
     if out is not None and (out.shape != (T, *step_shape) or out.device != device):
         raise ValueError(
             f"out is a {list(out.shape)} tensor on {out.device}; expected {[T, *step_shape]} on {device}"
@@ -54,6 +58,21 @@ def check_feedback_args(reward: Tensor, pot: Tensor, out: Tensor | None, summed:
         raise ValueError(
             f"reward, firing potential and out must be on one device, the potential is on {pot.device}"
         )
+
+
+def check_constant_feedback_args(reward: Tensor, current: Tensor, out: Tensor | None, summed: bool) -> None:
+    """The feedback of a LIF layer from its constant current [B, ...] (instead of its potential): the reward
+    is [T, B, ...] with the current's step shape."""
+    check_summed_out(out, summed)
+    if reward.dim() < 2 or reward.shape[1:] != current.shape:
+        raise ValueError(
+            f"the reward has shape {list(reward.shape)}; expected [T, {', '.join(map(str, current.shape))}] "
+            f"for a constant current of shape {list(current.shape)}"
+        )
+    if out is not None and out.shape != reward.shape:
+        raise ValueError(f"out has shape {list(out.shape)}; expected {list(reward.shape)}")
+    if reward.device != current.device or (out is not None and out.device != current.device):
+        raise ValueError(f"reward, current and out must be on one device, the current is on {current.device}")
 
 
 def step_param(v, step_shape: torch.Size, dtype: torch.dtype, device, name: str) -> tuple[Tensor, bool]:

@@ -21,6 +21,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #ifndef LIF_BLOCK
 #define LIF_BLOCK 512
@@ -29,12 +30,31 @@
 
 int lif_native_block(void) { return LIF_BLOCK; }
 
+/* BODY with SUB_ and DELAY_ literal constants for the reset (subtract, delay) of the call */
+#define LIF_VARIANTS(BODY)                                                                                 \
+    do {                                                                                                   \
+        if (subtract && delay) {                                                                           \
+            enum { SUB_ = 1, DELAY_ = 1 };                                                                 \
+            BODY;                                                                                          \
+        } else if (subtract) {                                                                             \
+            enum { SUB_ = 1, DELAY_ = 0 };                                                                 \
+            BODY;                                                                                          \
+        } else if (delay) {                                                                                \
+            enum { SUB_ = 0, DELAY_ = 1 };                                                                 \
+            BODY;                                                                                          \
+        } else {                                                                                           \
+            enum { SUB_ = 0, DELAY_ = 0 };                                                                 \
+            BODY;                                                                                          \
+        }                                                                                                  \
+    } while (0)
+
 #define LIF_DEFINE(REAL, SUF, FABS)                                                                        \
     /* one block of n <= LIF_BLOCK neurons starting at column j0; SUB and DELAY are literal constants */   \
     LIF_INLINE void lif_fwd_block_##SUF(const REAL *cur, int64_t cur_stride, const REAL *beta,             \
                                         int32_t beta_vec, const REAL *thr, int32_t thr_vec,                \
-                                        const REAL *mem0, REAL *pot, uint8_t *spk8, REAL *spkf, int64_t T, \
-                                        int64_t M, int64_t j0, int64_t n, const int SUB, const int DELAY)  \
+                                        const REAL *mem0, REAL *pot, int64_t pstride, int64_t pj0,         \
+                                        uint8_t *spk8, REAL *spkf, int64_t T, int64_t M, int64_t j0,       \
+                                        int64_t n, const int SUB, const int DELAY)                         \
     {                                                                                                      \
         REAL b[LIF_BLOCK], th[LIF_BLOCK], u[LIF_BLOCK], ps[LIF_BLOCK], x[LIF_BLOCK], s[LIF_BLOCK];         \
         for (int64_t k = 0; k < n; ++k) {                                                                  \
@@ -66,14 +86,16 @@ int lif_native_block(void) { return LIF_BLOCK; }
                     u[k] = v - v * sk;                                                                     \
                 }                                                                                          \
             }                                                                                              \
-            REAL *po = pot + t * M + j0;                                                                   \
-            for (int64_t k = 0; k < n; ++k)                                                                \
-                po[k] = x[k];                                                                              \
+            if (pot) { /* V of step t at pot + t * pstride + pj0 (NULL: not written) */                    \
+                REAL *po = pot + t * pstride + pj0;                                                        \
+                for (int64_t k = 0; k < n; ++k)                                                            \
+                    po[k] = x[k];                                                                          \
+            }                                                                                              \
             if (spkf) {                                                                                    \
                 REAL *so = spkf + t * M + j0;                                                              \
                 for (int64_t k = 0; k < n; ++k)                                                            \
                     so[k] = s[k];                                                                          \
-            } else {                                                                                       \
+            } else if (spk8) {                                                                             \
                 uint8_t *so = spk8 + t * M + j0;                                                           \
                 for (int64_t k = 0; k < n; ++k)                                                            \
                     so[k] = (uint8_t)(s[k] != (REAL)0);                                                    \
@@ -90,38 +112,30 @@ int lif_native_block(void) { return LIF_BLOCK; }
     {                                                                                                      \
         for (int64_t j0 = m0; j0 < m1; j0 += LIF_BLOCK) {                                                  \
             int64_t n = m1 - j0 < LIF_BLOCK ? m1 - j0 : LIF_BLOCK;                                         \
-            if (subtract && delay)                                                                         \
-                lif_fwd_block_##SUF(cur, cur_stride, beta, beta_vec, thr, thr_vec, mem0, pot, spk8, spkf,  \
-                                    T, M, j0, n, 1, 1);                                                    \
-            else if (subtract)                                                                             \
-                lif_fwd_block_##SUF(cur, cur_stride, beta, beta_vec, thr, thr_vec, mem0, pot, spk8, spkf,  \
-                                    T, M, j0, n, 1, 0);                                                    \
-            else if (delay)                                                                                \
-                lif_fwd_block_##SUF(cur, cur_stride, beta, beta_vec, thr, thr_vec, mem0, pot, spk8, spkf,  \
-                                    T, M, j0, n, 0, 1);                                                    \
-            else                                                                                           \
-                lif_fwd_block_##SUF(cur, cur_stride, beta, beta_vec, thr, thr_vec, mem0, pot, spk8, spkf,  \
-                                    T, M, j0, n, 0, 0);                                                    \
+            LIF_VARIANTS(lif_fwd_block_##SUF(cur, cur_stride, beta, beta_vec, thr, thr_vec, mem0, pot, M,  \
+                                             j0, spk8, spkf, T, M, j0, n, SUB_, DELAY_));                  \
         }                                                                                                  \
     }                                                                                                      \
                                                                                                            \
-    LIF_INLINE void lif_fb_block_##SUF(const REAL *rew, const REAL *pot, const REAL *beta, int32_t beta_vec, \
-                                       const REAL *thr, int32_t thr_vec, const REAL *mem0, REAL eps,       \
-                                       REAL *g, int64_t T, int64_t M, int64_t j0, int64_t n, const int SUB, \
-                                       const int DELAY, const int SUM)                                     \
+    /* V of step t read at pot + t * pstride + pj0 */                                                      \
+    LIF_INLINE void lif_fb_block_##SUF(const REAL *rew, const REAL *pot, int64_t pstride, int64_t pj0,     \
+                                       const REAL *beta, int32_t beta_vec, const REAL *thr,                \
+                                       int32_t thr_vec, const REAL *mem0, REAL eps, REAL *g, int64_t T,    \
+                                       int64_t M, int64_t j0, int64_t n, const int SUB, const int DELAY,   \
+                                       const int SUM)                                                      \
     {                                                                                                      \
         REAL b[LIF_BLOCK], th[LIF_BLOCK], v[LIF_BLOCK], vp[LIF_BLOCK], carry[LIF_BLOCK], r[LIF_BLOCK];     \
         REAL acc[LIF_BLOCK]; /* SUM: the sum of g over the steps so far (t = T..1), -0. + x == x */        \
         for (int64_t k = 0; k < n; ++k) {                                                                  \
             b[k] = beta_vec ? beta[j0 + k] : beta[0];                                                      \
             th[k] = thr_vec ? thr[j0 + k] : thr[0];                                                        \
-            v[k] = pot[(T - 1) * M + j0 + k]; /* V_T */                                                    \
+            v[k] = pot[(T - 1) * pstride + pj0 + k]; /* V_T */                                         \
             carry[k] = (REAL)-0.0;            /* C_{T+1}: -0. + x == x, bit for bit */                     \
             acc[k] = (REAL)-0.0;                                                                           \
         }                                                                                                  \
         for (int64_t t = T - 1; t >= 0; --t) {                                                             \
             if (t > 0) {                                                                                   \
-                const REAL *pp = pot + (t - 1) * M + j0;                                                   \
+                const REAL *pp = pot + (t - 1) * pstride + pj0;                                            \
                 for (int64_t k = 0; k < n; ++k)                                                            \
                     vp[k] = pp[k];                                                                         \
             } else {                                                                                       \
@@ -175,19 +189,35 @@ int lif_native_block(void) { return LIF_BLOCK; }
             return;                                                                                        \
         for (int64_t j0 = m0; j0 < m1; j0 += LIF_BLOCK) {                                                  \
             int64_t n = m1 - j0 < LIF_BLOCK ? m1 - j0 : LIF_BLOCK;                                         \
-            if (subtract && delay)                                                                         \
-                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n,      \
-                                   1, 1, summed);                                                          \
-            else if (subtract)                                                                             \
-                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n,      \
-                                   1, 0, summed);                                                          \
-            else if (delay)                                                                                \
-                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n,      \
-                                   0, 1, summed);                                                          \
-            else                                                                                           \
-                lif_fb_block_##SUF(rew, pot, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, M, j0, n,      \
-                                   0, 0, summed);                                                          \
+            LIF_VARIANTS(lif_fb_block_##SUF(rew, pot, M, j0, beta, beta_vec, thr, thr_vec, mem0, eps, g, T,\
+                                            M, j0, n, SUB_, DELAY_, summed));                              \
         }                                                                                                  \
+    }                                                                                                      \
+                                                                                                           \
+    /* The feedback of a LIF layer whose current is the same at every step (cur: [M]), without its [T, M]  \
+     * firing potential: each block of neurons runs the forward scan again into a [T, n] buffer (spikes    \
+     * not written), then the reverse scan reads it there. The same operations as lif_forward followed by  \
+     * lif_feedback, so the same bits. Returns 0, or 1 when the buffer cannot be allocated. */             \
+    int32_t lif_feedback_constant_##SUF(const REAL *rew, const REAL *cur, const REAL *beta,                \
+                                        int32_t beta_vec, const REAL *thr, int32_t thr_vec,                \
+                                        const REAL *mem0, REAL eps, REAL *g, int64_t T, int64_t M,         \
+                                        int64_t m0, int64_t m1, int32_t subtract, int32_t delay,           \
+                                        int32_t summed)                                                    \
+    {                                                                                                      \
+        if (T <= 0 || m1 <= m0)                                                                            \
+            return 0;                                                                                      \
+        REAL *buf = (REAL *)malloc((size_t)T * LIF_BLOCK * sizeof(REAL));                                  \
+        if (!buf)                                                                                          \
+            return 1;                                                                                      \
+        for (int64_t j0 = m0; j0 < m1; j0 += LIF_BLOCK) {                                                  \
+            int64_t n = m1 - j0 < LIF_BLOCK ? m1 - j0 : LIF_BLOCK;                                         \
+            LIF_VARIANTS(lif_fwd_block_##SUF(cur, 0, beta, beta_vec, thr, thr_vec, mem0, buf, n, 0, NULL,  \
+                                             NULL, T, M, j0, n, SUB_, DELAY_);                             \
+                         lif_fb_block_##SUF(rew, buf, n, 0, beta, beta_vec, thr, thr_vec, mem0, eps, g, T, \
+                                            M, j0, n, SUB_, DELAY_, summed));                              \
+        }                                                                                                  \
+        free(buf);                                                                                         \
+        return 0;                                                                                          \
     }
 
 LIF_DEFINE(float, f32, fabsf)

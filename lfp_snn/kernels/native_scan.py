@@ -37,7 +37,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ._args import check_feedback_args, check_forward_out, forward_layout, output, spike_dtype_of, step_param
+from ._args import (
+    check_constant_feedback_args,
+    check_feedback_args,
+    check_forward_out,
+    forward_layout,
+    output,
+    spike_dtype_of,
+    step_param,
+)
 from .layout import channels_back, channels_innermost, channels_last
 from .torch_scan import RESETS
 
@@ -185,6 +193,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         fb = getattr(lib, f"lif_feedback_{suffix}")
         fb.argtypes = [p, p, p, i32, p, i32, p, real, p, i64, i64, i64, i64, i32, i32, i32]
         fb.restype = None
+        fc = getattr(lib, f"lif_feedback_constant_{suffix}")
+        fc.argtypes = fb.argtypes
+        fc.restype = ctypes.c_int32
     lib.lif_native_block.argtypes = []
     lib.lif_native_block.restype = ctypes.c_int
     lib.spike_pool_forward.argtypes = [p, p, i64, i64, i64, i64, i64]
@@ -253,24 +264,24 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-def _run(fn, args_before: tuple, args_after: tuple, T: int, M: int) -> None:
-    """``fn(*args_before, T, M, m0, m1, *args_after)`` over the columns, in parallel for large problems."""
+def _run(fn, args_before: tuple, args_after: tuple, T: int, M: int) -> list:
+    """``fn(*args_before, T, M, m0, m1, *args_after)`` over the columns, in parallel for large problems; the
+    calls' return values."""
     threads = torch.get_num_threads()
     blocks = -(-M // _BLOCK)
     parts = min(threads, blocks)
     if parts <= 1 or T * M < PARALLEL_MIN_ELEMENTS:
-        fn(*args_before, T, M, 0, M, *args_after)
-        return
+        return [fn(*args_before, T, M, 0, M, *args_after)]
     bounds = [min(M, (blocks * i // parts) * _BLOCK) for i in range(parts + 1)]
     pool = _pool(parts - 1)
     futures = [
         pool.submit(fn, *args_before, T, M, bounds[i], bounds[i + 1], *args_after) for i in range(1, parts)
     ]
     try:
-        fn(*args_before, T, M, bounds[0], bounds[1], *args_after)
+        first = fn(*args_before, T, M, bounds[0], bounds[1], *args_after)
     finally:
-        for f in futures:
-            f.result()
+        rest = [f.result() for f in futures]
+    return [first, *rest]
 
 
 def _check_dtype(x: Tensor, name: str) -> None:
@@ -315,7 +326,8 @@ def lif_forward_scan(
     steps: int | None = None,
     out: Tensor | None = None,
     spike_dtype: torch.dtype | None = None,
-) -> tuple[Tensor, Tensor]:
+    potential: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Run the LIF membrane over time (:func:`lfp_snn.kernels.torch_scan.lif_forward_scan`, in C).
 
     Args:
@@ -329,18 +341,19 @@ def lif_forward_scan(
             its current before writing V there).
         spike_dtype: dtype of the spikes (default: the current's dtype); ``torch.uint8`` or ``torch.bool``
             store one byte per spike.
+        potential: False: V is not written (None is returned for it; ``out`` does not apply).
     Returns:
         spikes S [T, B, ...] (0/1) and the firing potential V [T, B, ...] in the current's dtype (``out``
-        when given).
+        when given), or None for V when ``potential`` is False.
     """
     current, constant, T, step_shape = forward_layout(current, steps)
     _check_dtype(current, "the current")
     sdt = spike_dtype_of(current, spike_dtype, _SPIKE_DTYPES)
     dtype = current.dtype
     beta_t, beta_vec, thr_t, thr_vec, mem0 = _common(dtype, beta, threshold, reset, mem0, step_shape)
-    check_forward_out(out, T, step_shape, current.device)
+    check_forward_out(out, T, step_shape, current.device, potential)
     direct = out is not None and out.dtype == dtype and out.is_contiguous()
-    pot = out if direct else torch.empty((T, *step_shape), dtype=dtype)
+    pot = None if not potential else out if direct else torch.empty((T, *step_shape), dtype=dtype)
     byte_spikes = sdt != dtype
     spikes = torch.empty((T, *step_shape), dtype=torch.uint8 if byte_spikes else dtype)
     M = step_shape.numel()
@@ -356,14 +369,14 @@ def lif_forward_scan(
             thr_t.data_ptr(),
             int(thr_vec),
             _ptr(mem0),
-            pot.data_ptr(),
+            _ptr(pot),
             spikes.data_ptr() if byte_spikes else None,
             None if byte_spikes else spikes.data_ptr(),
         )
         _run(fn, before, (int(reset == "subtract"), int(bool(reset_delay))), T, M)
     if byte_spikes and sdt != torch.uint8:
         spikes = spikes.view(sdt) if sdt in _BYTE_SPIKES else spikes.to(sdt)
-    return spikes, output(out, pot, direct)
+    return spikes, (output(out, pot, direct) if potential else None)
 
 
 def lif_feedback_scan(
@@ -393,24 +406,54 @@ def lif_feedback_scan(
     """
     _check_dtype(pot, "the firing potential")
     check_feedback_args(reward, pot, out, summed)
-    dtype = pot.dtype
-    T, step_shape = pot.shape[0], pot.shape[1:]
+    return _feedback("lif_feedback", reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out, summed)
+
+
+def lif_feedback_constant_scan(
+    reward: Tensor,
+    current: Tensor,
+    beta: Tensor | float,
+    threshold: Tensor | float,
+    reset: str = "subtract",
+    reset_delay: bool = True,
+    mem0: Tensor | None = None,
+    eps: float = 1e-6,
+    out: Tensor | None = None,
+    summed: bool = False,
+) -> Tensor:
+    """:func:`lif_feedback_scan` for a LIF layer driven by a current that is the same at every step,
+    from that current [B, ...] instead of the firing potential: each block of neurons runs the forward scan
+    again into a small buffer and the reverse scan reads it there, so the [T, B, ...] potential is never
+    written nor read. The same operations as :func:`lif_forward_scan` then :func:`lif_feedback_scan`: the
+    same bits. ``reward`` is [T, B, ...]; the other arguments as there."""
+    _check_dtype(current, "the current")
+    check_constant_feedback_args(reward, current, out, summed)
+    return _feedback(
+        "lif_feedback_constant", reward, current, beta, threshold, reset, reset_delay, mem0, eps, out, summed
+    )
+
+
+def _feedback(name, reward, source, beta, threshold, reset, reset_delay, mem0, eps, out, summed) -> Tensor:
+    """Run the reverse scan ``name`` (``source``: the potential [T, B, ...], or the constant current
+    [B, ...] for ``lif_feedback_constant``)."""
+    dtype = source.dtype
+    T, step_shape = reward.shape[0], reward.shape[1:]
     beta_t, beta_vec, thr_t, thr_vec, mem0 = _common(dtype, beta, threshold, reset, mem0, step_shape)
     eps_r = float(torch.tensor(float(eps), dtype=dtype))  # ε rounded to the data's dtype, as the reference
     reward = reward.to(dtype).contiguous()
-    pot = pot.contiguous()
+    source = source.contiguous()
     direct = out is not None and out.dtype == dtype and out.is_contiguous()
     if summed:
         g = (torch.empty if T > 0 else torch.zeros)(step_shape, dtype=dtype)
     else:
-        g = out if direct else torch.empty_like(pot)
+        g = out if direct else torch.empty(reward.shape, dtype=dtype)
     M = step_shape.numel()
     if T > 0 and M > 0:
         lib = load()
-        fn = lib.lif_feedback_f64 if dtype == torch.float64 else lib.lif_feedback_f32
+        fn = getattr(lib, f"{name}_{'f64' if dtype == torch.float64 else 'f32'}")
         before = (
             reward.data_ptr(),
-            pot.data_ptr(),
+            source.data_ptr(),
             beta_t.data_ptr(),
             int(beta_vec),
             thr_t.data_ptr(),
@@ -419,7 +462,9 @@ def lif_feedback_scan(
             eps_r,
             g.data_ptr(),
         )
-        _run(fn, before, (int(reset == "subtract"), int(bool(reset_delay)), int(summed)), T, M)
+        status = _run(fn, before, (int(reset == "subtract"), int(bool(reset_delay)), int(summed)), T, M)
+        if any(status):  # the constant-current scan's [T, block] buffer
+            raise MemoryError(f"the native LIF feedback could not allocate its [{T}, {_BLOCK}] buffer")
     return g if summed else output(out, g, direct)
 
 
@@ -485,7 +530,9 @@ def spike_count(x: Tensor) -> Tensor:
     ``x.sum((0, 1))``, without converting the spikes to int64 first); a channels-last x is counted in memory
     order."""
     if x.dtype != torch.uint8 or x.device.type != "cpu" or x.dim() < 2:
-        raise TypeError(f"spike_count takes uint8 CPU spikes [T, B, ...], got {x.dtype} {list(x.shape)} on {x.device}")
+        raise TypeError(
+            f"spike_count takes uint8 CPU spikes [T, B, ...], got {x.dtype} {list(x.shape)} on {x.device}"
+        )
     if channels_last(x):
         return channels_back(spike_count(channels_innermost(x)))
     lib = load()

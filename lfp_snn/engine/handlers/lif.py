@@ -4,7 +4,10 @@ Forward (one scan over t for all T·B rows' neurons; kernels in :mod:`lfp_snn.ke
 reset_t = H(U_{t-1} - θ); U_t = β U_{t-1} + I_t - θ reset_t; S_t = H(U_t - θ) (and the other reset modes).
 The layer keeps its firing potential V (the value compared with θ): the reverse scan recovers everything else
 from it. Over a Linear/Conv output read by nothing else, V overwrites the current's buffer, and with
-``storage="recompute"`` nothing is kept: the current is made again from the layer below's kept input.
+``storage="recompute"`` nothing is kept: the current is made again from the layer below's kept input. A
+current that is the same at every step (a layer over the image) keeps only that [B, ...] current: the forward
+writes no V, and the feedback scan makes V again block by block inside it (native backend; the others scan
+forward again first).
 
 Reverse, t = T..1: R_t = (reward at S_t) + C_{t+1}; D_t = |P_t| + |Ũ_t - P_t|; g_t = R_t / (D_t + ε);
 C_t = β P_t g_t (with ``reward_norm="maxabs"``, R_t ← R_t / max|R_t| over the batch and neurons first). The layer below gets g itself (:class:`Normalized`) when it is a Linear/Conv layer read only
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ...kernels import lif_feedback, lif_forward
+from ...kernels import lif_feedback, lif_feedback_constant, lif_forward
 from ...kernels.layout import channels_back, channels_innermost, channels_last
 from ...kernels.torch_scan import membrane
 from ...neurons.lif import LIF, check_lif_parameters, check_lif_shapes
@@ -68,8 +71,14 @@ class LIFHandler(NeuronHandler):
             mem0 = ctx.state.get(node.name)
             if mem0 is None and ctx.start > 0 and a.constant:
                 mem0 = _advance(m, s.backend, current, beta, thr, ctx.start, T)
+        # V is written only where something reads it: the record (a constant current's V is made again in the
+        # feedback, in recompute mode from the layer below) or the membrane handed to the next stretch
+        keep_pot = ctx.keep and not a.constant and not s.recompute
+        need_pot = keep_pot or ctx.state is not None
         # the potential may overwrite the current when nothing else holds it (a fresh GEMM output)
-        in_place = ctx.keep and not a.constant and s.g_below and not ctx.keeps_output(node.inputs[0])
+        in_place = (
+            need_pot and ctx.keep and not a.constant and s.g_below and not ctx.keeps_output(node.inputs[0])
+        )
         spikes, pot = lif_forward(
             current,
             beta,
@@ -81,12 +90,12 @@ class LIFHandler(NeuronHandler):
             s.backend,
             out=current if in_place else None,
             spike_dtype=torch.uint8 if ctx.keep and s.uint8_spikes else None,
+            potential=need_pot,
         )
         if ctx.state is not None:
             ctx.state[node.name] = _last_membrane(m, pot, spikes, thr)
         rec = None
         if ctx.keep:
-            keep_pot = not a.constant and not s.recompute
             rec = LIFRecord(
                 beta,
                 thr,
@@ -155,7 +164,9 @@ class LIFHandler(NeuronHandler):
         m: LIF = node.module
         s: NeuronSetup = ctx.setup(node)
         T = ctx.steps
-        pot = self.potential(node, rec, ctx)
+        # a constant current's V is not kept: the native feedback scan makes it again inside (never written)
+        fused = rec.constant and rec.potential is None
+        pot = None if fused else self.potential(node, rec, ctx)
         rec.potential = None
         rt, owned = self.reward_steps(msg, T)
         if ctx.carry is not None and node.name in ctx.carry:  # C from the later stretch joins the last step
@@ -166,10 +177,10 @@ class LIFHandler(NeuronHandler):
         # [T, B, C, H, W] g is never written. Not over stretches of time (their boundary needs g_1), and not
         # for a Linear layer's neurons: there g is small and summing after the scan keeps those models'
         # results bit for bit as they were
-        summed = rec.constant and s.g_below and pot.dim() >= 5 and ctx.carry is None and ctx.wants(node, 0)
-        g = lif_feedback(
+        summed = rec.constant and s.g_below and rt.dim() >= 5 and ctx.carry is None and ctx.wants(node, 0)
+        g = (lif_feedback_constant if fused else lif_feedback)(
             rt,
-            pot,
+            rec.current if fused else pot,
             rec.beta,
             rec.threshold,
             m.reset,
