@@ -129,9 +129,13 @@ def test_lif_scans_on_channels_last_tensors_equal_the_contiguous_ones(backend, r
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("C,k,extra", [(3, 2, 0), (12, 2, 0), (64, 2, 0), (5, 3, 0), (12, 2, 1), (5, 3, 2)])
+@pytest.mark.parametrize(
+    "C,k,extra", [(3, 2, 0), (12, 2, 0), (64, 2, 0), (5, 3, 0), (12, 2, 1), (5, 3, 2), (2, 2, 1), (30, 2, 0)]
+)
 def test_spike_pooling_of_channels_last_spikes_equals_torchs_max_pool(C, k, extra, dtype):
-    """extra > 0: rows and columns past the last whole window, which floor-mode pooling drops (reward 0)."""
+    """extra > 0: rows and columns past the last whole window, which floor-mode pooling drops (reward 0).
+    2 x 2 windows run loops with C a compile-time constant for small counts (2, 12, 30 here; 3 and 64 take
+    the same loops with C at run time)."""
     if "native" not in _backends():
         pytest.skip("no C compiler")
     g = torch.Generator().manual_seed(C)
