@@ -68,6 +68,11 @@ def check_backend(backend: str, device=None) -> None:
         check_available(device)
 
 
+def _innermost(*tensors: Tensor | None) -> tuple:
+    """The channels-innermost views (:func:`channels_innermost`) of channels-last tensors; None stays None."""
+    return tuple(None if t is None else channels_innermost(t) for t in tensors)
+
+
 def lif_forward(
     current: Tensor,
     beta,
@@ -90,19 +95,9 @@ def lif_forward(
     if out is not None and not potential:
         raise ValueError("potential=False writes no firing potential; out (where it would go) does not apply")
     if channels_last(current):
-        spikes, pot = lif_forward(
-            channels_innermost(current),
-            innermost_param(beta),
-            innermost_param(threshold),
-            reset,
-            reset_delay,
-            None if mem0 is None else channels_innermost(mem0),
-            steps,
-            backend,
-            None if out is None else channels_innermost(out),
-            spike_dtype,
-            potential,
-        )
+        c, m0, o = _innermost(current, mem0, out)
+        b, th = innermost_param(beta), innermost_param(threshold)
+        spikes, pot = lif_forward(c, b, th, reset, reset_delay, m0, steps, backend, o, spike_dtype, potential)
         return channels_back(spikes), None if pot is None else channels_back(pot)
     backend = resolve_backend(backend, current.device, current.dtype)
     if backend == "torch":
@@ -147,21 +142,9 @@ def lif_feedback(
     the same at every step); the native scan sums inside its loop over t, the others sum g after it."""
     check_summed_out(out, summed)
     if channels_last(pot):
-        g = lif_feedback(
-            channels_innermost(reward),
-            channels_innermost(pot),
-            innermost_param(beta),
-            innermost_param(threshold),
-            reset,
-            reset_delay,
-            None if mem0 is None else channels_innermost(mem0),
-            eps,
-            None if out is None else channels_innermost(out),
-            backend,
-            norm,
-            summed,
-        )
-        return channels_back(g)
+        r, v, m0, o = _innermost(reward, pot, mem0, out)
+        b, th = innermost_param(beta), innermost_param(threshold)
+        return channels_back(lif_feedback(r, v, b, th, reset, reset_delay, m0, eps, o, backend, norm, summed))
     backend = resolve_backend(backend, reward.device, pot.dtype)
     if backend == "torch":
         g = _torch_feedback(reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out, norm)
@@ -209,20 +192,9 @@ def lif_feedback_constant(
             reward, pot, beta, threshold, reset, reset_delay, mem0, eps, out, backend, norm, summed
         )
     if channels_last(current):
-        g = lif_feedback_constant(
-            channels_innermost(reward),
-            channels_innermost(current),
-            innermost_param(beta),
-            innermost_param(threshold),
-            reset,
-            reset_delay,
-            None if mem0 is None else channels_innermost(mem0),
-            eps,
-            None if out is None else channels_innermost(out),
-            backend,
-            norm,
-            summed,
-        )
+        r, c, m0, o = _innermost(reward, current, mem0, out)
+        b, th = innermost_param(beta), innermost_param(threshold)
+        g = lif_feedback_constant(r, c, b, th, reset, reset_delay, m0, eps, o, backend, norm, summed)
         return channels_back(g)
     check_backend(backend, current.device)
     from .native_scan import lif_feedback_constant_scan
