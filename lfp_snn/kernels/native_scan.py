@@ -7,8 +7,8 @@ compiled without FMA contraction or fast-math. Where the reference launches seve
 time step, this runs one C loop over time per block of neurons, with the block's state in local arrays.
 
 Building: on first use in a process the C file is compiled with the system C compiler (``$CC``, else the
-first of ``cc``, ``gcc``, ``clang`` on the PATH) with ``-O3 -march=native -ffp-contract=off`` (without
-``-march=native`` when the compiler rejects it) into a shared library in ``$LFP_SNN_CACHE/native/``
+first of ``cc``, ``gcc``, ``clang`` on the PATH) with ``-O3 -march=native -ffp-contract=off`` (and
+``-mprefer-vector-width=512`` on an AVX-512 CPU; without either when the compiler rejects them) into a shared library in ``$LFP_SNN_CACHE/native/``
 (default ``~/.cache/lfp_snn/native/``), named by a hash of the source, the compiler, the flags and the
 machine, and loaded with :mod:`ctypes`. Later processes load the cached library. :func:`check_available`
 raises a clear error when there is no compiler or the compilation fails; nothing falls back silently.
@@ -51,7 +51,7 @@ from .torch_scan import RESETS
 
 SOURCE = Path(__file__).with_name("native_scan.c")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC", "-std=c99")
-_PORTABLE_FLAGS = tuple(f for f in FLAGS if f != "-march=native")  # when the compiler refuses -march=native
+WIDE_VECTORS = "-mprefer-vector-width=512"  # with -march=native on an AVX-512 CPU (see _flags)
 COMPILERS = ("cc", "gcc", "clang")
 _DTYPES = (torch.float32, torch.float64)
 _SPIKE_DTYPES = (
@@ -123,6 +123,16 @@ def _cpu_id() -> str:
     return platform.processor()
 
 
+def _flags() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the flags, the flags for a compiler that refuses -march=native). On an AVX-512 CPU the loops are
+    vectorised 512 bits wide (compilers default to 256 there): the scans ran 1.05-1.3x faster on the spiking
+    LeNet's layers, with the same bits (every operation is per neuron; nothing is reassociated)."""
+    flags = FLAGS
+    if platform.machine().lower() in ("x86_64", "amd64") and "avx512f" in _cpu_id().split():
+        flags = (*FLAGS[:2], WIDE_VECTORS, *FLAGS[2:])
+    return flags, tuple(f for f in flags if f not in ("-march=native", WIDE_VECTORS))
+
+
 def _library_path(compiler: list[str], flags: tuple[str, ...], source: bytes) -> Path:
     h = hashlib.sha256()
     for part in (source, "\0".join(compiler).encode(), " ".join(flags).encode(), platform.machine().encode()):
@@ -160,7 +170,7 @@ def _build() -> Path:
             f"the native LIF backend cannot create its cache directory {d} ({e}); set LFP_SNN_CACHE to a "
             "writable directory, or use backend='torch'"
         ) from e
-    attempts = [(flags, _library_path(compiler, flags, source)) for flags in (FLAGS, _PORTABLE_FLAGS)]
+    attempts = [(flags, _library_path(compiler, flags, source)) for flags in _flags()]
     for _, path in attempts:  # built before (without -march=native when the compiler refused it)
         if path.exists():
             return path
