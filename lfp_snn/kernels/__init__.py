@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from ._args import check_summed_out
+from ._args import check_potential_out, check_summed_out
 from .layout import channels_back, channels_innermost, channels_last, innermost_param
 from .torch_scan import lif_feedback_scan as _torch_feedback
 from .torch_scan import lif_forward_scan as _torch_forward
@@ -92,8 +92,7 @@ def lif_forward(
     order and both outputs come back channels-last: the scan treats every neuron alike. ``potential=False``:
     V is not wanted and None comes back for it (the native scan then never writes it; ``out`` does not
     apply)."""
-    if out is not None and not potential:
-        raise ValueError("potential=False writes no firing potential; out (where it would go) does not apply")
+    check_potential_out(out, potential)
     if channels_last(current):
         c, m0, o = _innermost(current, mem0, out)
         b, th = innermost_param(beta), innermost_param(threshold)

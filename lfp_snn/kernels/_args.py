@@ -29,11 +29,16 @@ def spike_dtype_of(current: Tensor, spike_dtype: torch.dtype | None, accepted: t
     return sdt
 
 
+def check_potential_out(out: Tensor | None, potential: bool) -> None:
+    """A forward scan told not to write the firing potential has nowhere to put it: ``out`` does not apply."""
+    if out is not None and not potential:
+        raise ValueError("potential=False writes no firing potential; out (where it would go) does not apply")
+
+
 def check_forward_out(
     out: Tensor | None, T: int, step_shape: torch.Size, device: torch.device, potential: bool = True
 ) -> None:
-    if out is not None and not potential:
-        raise ValueError("potential=False writes no firing potential; out (where it would go) does not apply")
+    check_potential_out(out, potential)
     if out is not None and (out.shape != (T, *step_shape) or out.device != device):
         raise ValueError(
             f"out is a {list(out.shape)} tensor on {out.device}; expected {[T, *step_shape]} on {device}"

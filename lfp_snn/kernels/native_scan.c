@@ -363,6 +363,16 @@ void spike_pool_forward_cl(const uint8_t *restrict x, uint8_t *restrict y, int64
      * product); the first position takes it where the window has none. A 2 x 2 window takes its four      \
      * spikes at once; larger ones carry seen[c]: a spike came earlier in the window. Rows and columns     \
      * past the last whole window (floor mode) get 0. */                                                   \
+    /* the rows and columns of one channels-last image [H, W, C] past its last whole k x k window (floor   \
+     * mode) get 0; every other position is written by the window loops */                                \
+    LIF_INLINE void zero_uncovered_##SUF(REAL *restrict on, int64_t H, int64_t W, int64_t C, int64_t k)    \
+    {                                                                                                      \
+        const int64_t WC = W * C, covered_rows = H / k * k, covered = W / k * k * C;                       \
+        for (int64_t h = 0; h < H; ++h)                                                                    \
+            for (int64_t q = (h < covered_rows ? covered : 0); q < WC; ++q)                                \
+                on[h * WC + q] = (REAL)0;                                                                  \
+    }                                                                                                      \
+                                                                                                           \
     LIF_INLINE void pool2_backward_cl_##SUF(const REAL *restrict r, const uint8_t *restrict x,             \
                                             REAL *restrict out, int64_t H, int64_t W, const int64_t C,     \
                                             int64_t n0, int64_t n1)                                        \
@@ -370,9 +380,7 @@ void spike_pool_forward_cl(const uint8_t *restrict x, uint8_t *restrict y, int64
         const int64_t Ho = H / 2, Wo = W / 2, WC = W * C;                                                  \
         for (int64_t n = n0; n < n1; ++n) {                                                                \
             REAL *restrict on = out + n * H * WC;                                                          \
-            for (int64_t h = 0; h < H; ++h) /* only what no window covers */                             \
-                for (int64_t q = (h < 2 * Ho ? 2 * Wo * C : 0); q < WC; ++q)                               \
-                    on[h * WC + q] = (REAL)0;                                                              \
+            zero_uncovered_##SUF(on, H, W, C, 2);                                                          \
             for (int64_t oh = 0; oh < Ho; ++oh) {                                                          \
                 const uint8_t *restrict a = x + (n * H + 2 * oh) * WC, *restrict b = a + WC;               \
                 REAL *restrict pa = on + 2 * oh * WC, *restrict pb = pa + WC;                              \
@@ -407,9 +415,7 @@ void spike_pool_forward_cl(const uint8_t *restrict x, uint8_t *restrict y, int64
         for (int64_t n = n0; n < n1; ++n) {                                                                \
             REAL *restrict on = out + n * H * WC;                                                          \
             const uint8_t *restrict xn = x + n * H * WC;                                                   \
-            if (H % k || W % k)                                                                            \
-                for (int64_t q = 0; q < H * WC; ++q)                                                       \
-                    on[q] = (REAL)0;                                                                       \
+            zero_uncovered_##SUF(on, H, W, C, k);                                                          \
             for (int64_t oh = 0; oh < Ho; ++oh) {                                                          \
                 for (int64_t ow = 0; ow < Wo; ++ow) {                                                      \
                     const REAL *restrict ro = r + ((n * Ho + oh) * Wo + ow) * C;                           \

@@ -8,8 +8,8 @@ time step, this runs one C loop over time per block of neurons, with the block's
 
 Building: on first use in a process the C file is compiled with the system C compiler (``$CC``, else the
 first of ``cc``, ``gcc``, ``clang`` on the PATH) with ``-O3 -march=native -ffp-contract=off`` (and
-``-mprefer-vector-width=512`` on an AVX-512 CPU; without either when the compiler rejects them) into a shared library in ``$LFP_SNN_CACHE/native/``
-(default ``~/.cache/lfp_snn/native/``), named by a hash of the source, the compiler, the flags and the
+``-mprefer-vector-width=512`` on an AVX-512 CPU; without either when the compiler rejects them) into a shared
+library in ``$LFP_SNN_CACHE/native/`` (default ``~/.cache/lfp_snn/native/``), named by a hash of the source, the compiler, the flags and the
 machine, and loaded with :mod:`ctypes`. Later processes load the cached library. :func:`check_available`
 raises a clear error when there is no compiler or the compilation fails; nothing falls back silently.
 
